@@ -1,0 +1,147 @@
+//! Control-plane settings, as read from the `[control_plane]` table of the
+//! config file (the `gatehouse` binary loads the file and fills what is shared).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::mcp_servers::McpServer;
+
+/// What a caller of the gRPC API may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Flow and token services (a data plane).
+    DataPlane,
+    /// The admin service.
+    Admin,
+    /// Only `TokenService.ReadUpstreamToken` (an internal service reading upstream tokens).
+    TokenReader,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DataPlane => "data-plane",
+            Self::Admin => "admin",
+            Self::TokenReader => "token-reader",
+        }
+    }
+}
+
+/// A caller of the gRPC API and its credential. Only the credential's SHA-256 is configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// Name used in logs and the audit log.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 (lowercase hex) of the bearer credential it presents.
+    pub token_sha256: String,
+}
+
+/// Vault key source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// Key ring file (`<id> <base64 key>` a line; the last seals). When unset,
+    /// keys come from the `GATEHOUSE_VAULT_KEYS` environment variable.
+    pub key_file: Option<PathBuf>,
+}
+
+/// TLS for the gRPC listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+fn default_database_url() -> String {
+    "sqlite://gatehouse-data/gatehouse.db?mode=rwc".to_string()
+}
+
+/// Lifetimes of what the control plane issues, in seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lifetimes {
+    /// Pending consent flows.
+    pub flow: i64,
+    /// Authorization codes.
+    pub code: i64,
+    /// Access tokens.
+    pub access_token: i64,
+    /// Refresh tokens, counted from their last use.
+    pub refresh_token_idle: i64,
+    /// Upstream OAuth states.
+    pub upstream_state: i64,
+    /// How long a data plane may cache a resolved caller.
+    pub caller_cache: i64,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            flow: 15 * 60,
+            code: 5 * 60,
+            access_token: 60 * 60,
+            refresh_token_idle: 30 * 24 * 60 * 60,
+            upstream_state: 10 * 60,
+            caller_cache: 60,
+        }
+    }
+}
+
+/// The `[control_plane]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    /// gRPC listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `sqlite://…` (default, a file) or `postgres://…`.
+    #[serde(default = "default_database_url")]
+    pub database_url: String,
+    /// Vault key source.
+    #[serde(default)]
+    pub vault: VaultConfig,
+    /// Who may call, with which role.
+    #[serde(default)]
+    pub callers: Vec<CallerConfig>,
+    /// TLS for the listener; plaintext when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Lifetimes.
+    #[serde(default)]
+    pub lifetimes: Lifetimes,
+    /// The public base URL of the gateway (the OAuth issuer); filled from the
+    /// top-level `public_url`.
+    #[serde(skip)]
+    pub public_url: String,
+    /// MCP servers seeded from the config file's `[[mcp_servers]]`.
+    #[serde(skip)]
+    pub mcp_servers: Vec<McpServer>,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            database_url: default_database_url(),
+            vault: VaultConfig::default(),
+            callers: Vec::new(),
+            tls: None,
+            lifetimes: Lifetimes::default(),
+            public_url: String::new(),
+            mcp_servers: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Gatehouse control plane: owns every piece of state (clients, flows,
+//! identities, grants, the token vault, the audit log) and serves it over gRPC.
+//!
+//! Entry point: [`ControlPlane::start`]. Module map: `grpc` is the edge (auth,
+//! services, status mapping); `store` is the only SQL; `vault` the only
+//! cryptography on stored values; `secret` issues and hashes secrets; domain
+//! modules (`mcp_servers`, `virtual_keys`, `audit`) hold the rules.
+
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod grpc;
+pub mod mcp_servers;
+pub mod pb;
+pub mod secret;
+pub mod store;
+pub mod vault;
+pub mod virtual_keys;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::ControlPlaneConfig;
+use crate::secret::Secret;
+use crate::store::{Store, StoreError};
+use crate::vault::{KeySource, Vault, VaultError};
+
+/// Environment variable holding vault keys when no key file is configured.
+pub const VAULT_KEYS_ENV: &str = "GATEHOUSE_VAULT_KEYS";
+
+/// Everything a request handler needs: store, vault, clock and settings.
+pub struct Core {
+    pub store: Store,
+    pub vault: Vault,
+    pub clock: Arc<dyn Clock>,
+    pub config: ControlPlaneConfig,
+}
+
+impl Core {
+    /// Unix seconds now.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("store ({url}): {source}")]
+    Store { url: String, source: StoreError },
+    #[error("seeding MCP server {name:?} from the config: {reason}")]
+    Seed { name: String, reason: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("gRPC listener: {0}")]
+    Listener(std::io::Error),
+}
+
+/// A running control plane. Dropping it stops the server.
+pub struct ControlPlane {
+    addr: SocketAddr,
+    core: Arc<Core>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl ControlPlane {
+    /// Opens the store (applying migrations), loads the vault, seeds MCP servers
+    /// from the config and serves gRPC on `listener`.
+    pub async fn start(
+        config: ControlPlaneConfig,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        let vault = Vault::load(vault_source(&config)?)?;
+        let store = Store::connect(&config.database_url)
+            .await
+            .map_err(|source| StartError::Store {
+                url: store::redact_url(&config.database_url),
+                source,
+            })?;
+        let core = Arc::new(Core {
+            store,
+            vault,
+            clock,
+            config,
+        });
+        mcp_servers::seed_from_config(&core).await?;
+        let addr = listener.local_addr().map_err(StartError::Listener)?;
+        let (tx, rx) = oneshot::channel();
+        let router = grpc::router(core.clone())?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+            let _ = rx.await;
+        }));
+        tracing::info!(target: "gatehouse::control_plane", %addr, backend = ?core.store.backend(), "control plane serving gRPC");
+        Ok(Self {
+            addr,
+            core,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Shared state (for tests and the in-process `up` mode).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Stops serving and waits for in-flight calls, then closes the store.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Err(err)) => {
+                    tracing::warn!(target: "gatehouse::control_plane", error = %err, "gRPC server ended with an error")
+                }
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                _ => {}
+            }
+        }
+        self.core.store.close().await;
+    }
+
+    /// Waits until the server stops (for the `control-plane` command).
+    pub async fn wait(mut self) -> Result<(), tonic::transport::Error> {
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Where the vault keys come from: the configured key file, else the environment.
+pub fn vault_source(config: &ControlPlaneConfig) -> Result<KeySource, VaultError> {
+    if let Some(path) = &config.vault.key_file {
+        return Ok(KeySource::File(path.clone()));
+    }
+    match std::env::var(VAULT_KEYS_ENV) {
+        Ok(keys) if !keys.trim().is_empty() => Ok(KeySource::Inline(Secret::new(keys))),
+        _ => Err(VaultError::NoKeys),
+    }
+}

@@ -1,0 +1,116 @@
+//! Gatehouse data plane: the stateless HTTP edge. Serves `/mcp`, the OAuth
+//! endpoints, the consent pages and health; asks the control plane for
+//! everything it needs to know and keeps only what it can drop.
+//!
+//! Entry point: [`DataPlane::start`]; the middleware stack is assembled in
+//! `layers`, the routes in [`router`]. `cp_client` is the only gRPC client.
+
+pub mod config;
+pub mod cp_client;
+mod health;
+mod layers;
+mod pb;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::DataPlaneConfig;
+use crate::cp_client::{ControlPlaneClient, CpClientError};
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: DataPlaneConfig,
+    pub cp: ControlPlaneClient,
+}
+
+/// A running data plane. Dropping it stops the server.
+pub struct DataPlane {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl DataPlane {
+    /// Serves HTTP on `listener`.
+    pub async fn start(
+        config: DataPlaneConfig,
+        listener: TcpListener,
+    ) -> Result<Self, CpClientError> {
+        let cp = ControlPlaneClient::new(&config.control_plane)?;
+        let state = Arc::new(AppState { config, cp });
+        let app = router(state);
+        let addr = listener.local_addr().map_err(|e| CpClientError::BadUrl {
+            url: "listener".into(),
+            reason: e.to_string(),
+        })?;
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        tracing::info!(target: "gatehouse::data_plane", %addr, "data plane serving HTTP");
+        Ok(Self {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, finishes in-flight requests.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Err(err)) => {
+                    tracing::warn!(target: "gatehouse::data_plane", error = %err, "HTTP server ended with an error")
+                }
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits until the server stops (for the `data-plane` command).
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Every route, inside the shared middleware stack.
+pub fn router(state: Arc<AppState>) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(health::get_healthz))
+        .route("/readyz", get(health::get_readyz))
+        .with_state(state.clone());
+    layers::apply(routes, &state.config)
+}

@@ -1,0 +1,201 @@
+//! The config file: one TOML file (`--config FILE`) with environment overrides
+//! (`GATEHOUSE_<TABLE>__<KEY>`, e.g. `GATEHOUSE_DATA_PLANE__LISTEN`), read once
+//! at start. A bad value is reported with its key and the file (or variable)
+//! it came from. `gatehouse.example.toml` at the repository root documents
+//! every key.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Toml};
+use gatehouse_control_plane::config::ControlPlaneConfig;
+use gatehouse_control_plane::mcp_servers::McpServer;
+use gatehouse_data_plane::config::DataPlaneConfig;
+use serde::Deserialize;
+
+/// Top-level keys, so environment variables of other purposes that share the
+/// prefix (such as `GATEHOUSE_VAULT_KEYS`) are not mistaken for settings.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "public_url",
+    "control_plane",
+    "data_plane",
+    "mcp_servers",
+    "log",
+    "admin",
+];
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `gatehouse=debug,info`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How the admin commands (`gatehouse vault rotate`) reach the control plane.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminClientConfig {
+    /// Control-plane URL; defaults to `http://<control_plane.listen>`.
+    pub url: Option<String>,
+    /// File holding an admin credential; else `GATEHOUSE_ADMIN_TOKEN`.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Public base URL of the gateway, e.g. `https://gw.example.com`: the OAuth
+    /// issuer, byte-identical everywhere, no trailing slash. Defaults to
+    /// `http://<data_plane.listen>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub control_plane: ControlPlaneConfig,
+    #[serde(default)]
+    pub data_plane: DataPlaneConfig,
+    /// Upstream MCP servers to seed the registry with.
+    #[serde(default)]
+    pub mcp_servers: Vec<McpServer>,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub admin: AdminClientConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(String),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `file` (if given) and the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("GATEHOUSE_").split("__").filter(|key| {
+            let first = key.as_str().split('.').next().unwrap_or_default();
+            TOP_LEVEL_KEYS.contains(&first)
+        }));
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        config.finish()?;
+        Ok(config)
+    }
+
+    /// Fills what the planes share and checks what depends on several keys.
+    pub fn finish(&mut self) -> Result<(), ConfigError> {
+        let public_url = match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.data_plane.listen),
+        };
+        let parsed = url::Url::parse(&public_url)
+            .map_err(|e| ConfigError::Invalid(format!("public_url {public_url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "public_url {public_url:?}: must be an http(s) URL without query or fragment"
+            )));
+        }
+        self.control_plane.public_url = public_url.clone();
+        self.control_plane.mcp_servers = self.mcp_servers.clone();
+        self.data_plane.public_url = public_url;
+        Ok(())
+    }
+
+    /// The public base URL in force (set by `finish`): the configured one without
+    /// a trailing slash, else `http://<data_plane.listen>`.
+    pub fn public_url(&self) -> &str {
+        &self.data_plane.public_url
+    }
+}
+
+/// Every error figment found, each with its key and source.
+fn describe(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                "(top level)".to_string()
+            } else {
+                e.path.join(".")
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(source) => format!("{} {source}", m.name),
+                    None => m.name.to_string(),
+                })
+                .unwrap_or_else(|| "defaults".into());
+            format!("key `{key}` (from {source}): {}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_value_names_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "[control_plane]\nlisten = \"not an address\"\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("control_plane.listen"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "[data_plane]\nlisten_on = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn example_config_loads_and_fills_shared_values() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gatehouse.example.toml");
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.control_plane.public_url, config.public_url());
+        assert_eq!(config.data_plane.public_url, config.public_url());
+        assert!(!config.public_url().ends_with('/'));
+        assert_eq!(
+            config.control_plane.mcp_servers.len(),
+            config.mcp_servers.len()
+        );
+    }
+}
