@@ -19,9 +19,7 @@ pub struct Bearer(MetadataValue<Ascii>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
+        request.metadata_mut().insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -47,9 +45,7 @@ impl GrpcClient {
         let bearer = Bearer(
             format!("Bearer {}", credential.trim())
                 .parse()
-                .map_err(|_| {
-                    anyhow::anyhow!("the credential has characters a header cannot carry")
-                })?,
+                .map_err(|_| anyhow::anyhow!("the credential has characters a header cannot carry"))?,
         );
         Ok(Self { channel, bearer })
     }

@@ -15,14 +15,7 @@ use serde::Deserialize;
 
 /// Top-level keys, so environment variables of other purposes that share the
 /// prefix (such as `GATEHOUSE_VAULT_KEYS`) are not mistaken for settings.
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "public_url",
-    "control_plane",
-    "data_plane",
-    "mcp_servers",
-    "log",
-    "admin",
-];
+const TOP_LEVEL_KEYS: &[&str] = &["public_url", "control_plane", "data_plane", "mcp_servers", "log", "admin"];
 
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,12 +94,11 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Env::prefixed("GATEHOUSE_").split("__").filter(|key| {
+            // Keys keep the variable's case here (`CONTROL_PLANE.LISTEN`).
             let first = key.as_str().split('.').next().unwrap_or_default();
-            TOP_LEVEL_KEYS.contains(&first)
+            TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(first))
         }));
-        let mut config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        let mut config: Config = figment.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
         config.finish()?;
         Ok(config)
     }
@@ -117,12 +109,8 @@ impl Config {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("http://{}", self.data_plane.listen),
         };
-        let parsed = url::Url::parse(&public_url)
-            .map_err(|e| ConfigError::Invalid(format!("public_url {public_url:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https")
-            || parsed.query().is_some()
-            || parsed.fragment().is_some()
-        {
+        let parsed = url::Url::parse(&public_url).map_err(|e| ConfigError::Invalid(format!("public_url {public_url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(ConfigError::Invalid(format!(
                 "public_url {public_url:?}: must be an http(s) URL without query or fragment"
             )));
@@ -193,9 +181,6 @@ mod tests {
         assert_eq!(config.control_plane.public_url, config.public_url());
         assert_eq!(config.data_plane.public_url, config.public_url());
         assert!(!config.public_url().ends_with('/'));
-        assert_eq!(
-            config.control_plane.mcp_servers.len(),
-            config.mcp_servers.len()
-        );
+        assert_eq!(config.control_plane.mcp_servers.len(), config.mcp_servers.len());
     }
 }

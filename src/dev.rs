@@ -18,18 +18,14 @@ pub struct DataDir {
 impl DataDir {
     /// Creates the directory if needed.
     pub fn open(root: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(root)
-            .map_err(|e| anyhow::anyhow!("data directory {}: {e}", root.display()))?;
+        std::fs::create_dir_all(root).map_err(|e| anyhow::anyhow!("data directory {}: {e}", root.display()))?;
         Ok(Self {
             root: root.to_path_buf(),
         })
     }
 
     pub fn database_url(&self) -> String {
-        format!(
-            "sqlite://{}?mode=rwc",
-            self.root.join("gatehouse.db").display()
-        )
+        format!("sqlite://{}?mode=rwc", self.root.join("gatehouse.db").display())
     }
 
     pub fn vault_key_file(&self) -> PathBuf {
@@ -44,8 +40,7 @@ impl DataDir {
     pub fn admin_credential(&self) -> anyhow::Result<(Secret, bool)> {
         let path = self.admin_token_file();
         if path.exists() {
-            let value = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let value = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             return Ok((Secret::new(value.trim()), false));
         }
         let credential = secret::generate(prefix::SERVICE_CREDENTIAL);
@@ -71,9 +66,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut file = options.open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     file.write_all(b"\n")?;
     Ok(())

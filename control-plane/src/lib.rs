@@ -73,11 +73,7 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Opens the store (applying migrations), loads the vault, seeds MCP servers
     /// from the config and serves gRPC on `listener`.
-    pub async fn start(
-        config: ControlPlaneConfig,
-        listener: TcpListener,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self, StartError> {
+    pub async fn start(config: ControlPlaneConfig, listener: TcpListener, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let vault = Vault::load(vault_source(&config)?)?;
         let store = Store::connect(&config.database_url)
             .await

@@ -123,12 +123,8 @@ impl McpServer {
             return Err(McpServerError::InvalidUrl);
         }
         for header in &self.static_headers {
-            let sources = usize::from(!header.value_env.is_empty())
-                + usize::from(!header.value_file.is_empty());
-            if header.name.is_empty()
-                || http::HeaderName::from_bytes(header.name.as_bytes()).is_err()
-                || sources != 1
-            {
+            let sources = usize::from(!header.value_env.is_empty()) + usize::from(!header.value_file.is_empty());
+            if header.name.is_empty() || http::HeaderName::from_bytes(header.name.as_bytes()).is_err() || sources != 1 {
                 return Err(McpServerError::InvalidStaticHeader);
             }
         }
@@ -155,9 +151,7 @@ impl McpServer {
 
 fn is_http_url(value: &str) -> bool {
     url::Url::parse(value)
-        .map(|u| {
-            matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.fragment().is_none()
-        })
+        .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.fragment().is_none())
         .unwrap_or(false)
 }
 
@@ -175,37 +169,19 @@ mod tests {
 
     #[test]
     fn validation_names_what_is_wrong() {
-        assert_eq!(
-            server("Notes", "https://x/mcp").validate(),
-            Err(McpServerError::InvalidName)
-        );
-        assert_eq!(
-            server("-n", "https://x/mcp").validate(),
-            Err(McpServerError::InvalidName)
-        );
-        assert_eq!(
-            server("n", "ftp://x/mcp").validate(),
-            Err(McpServerError::InvalidUrl)
-        );
-        assert_eq!(
-            server("n", "https://x/mcp#f").validate(),
-            Err(McpServerError::InvalidUrl)
-        );
+        assert_eq!(server("Notes", "https://x/mcp").validate(), Err(McpServerError::InvalidName));
+        assert_eq!(server("-n", "https://x/mcp").validate(), Err(McpServerError::InvalidName));
+        assert_eq!(server("n", "ftp://x/mcp").validate(), Err(McpServerError::InvalidUrl));
+        assert_eq!(server("n", "https://x/mcp#f").validate(), Err(McpServerError::InvalidUrl));
         let mut s = server("n", "https://x/mcp");
         s.auth_mode = AuthMode::StaticHeaders;
-        assert_eq!(
-            s.clone().validate(),
-            Err(McpServerError::MissingStaticHeaders)
-        );
+        assert_eq!(s.clone().validate(), Err(McpServerError::MissingStaticHeaders));
         s.static_headers = vec![StaticHeader {
             name: "Authorization".into(),
             value_env: "E".into(),
             value_file: "f".into(),
         }];
-        assert_eq!(
-            s.clone().validate(),
-            Err(McpServerError::InvalidStaticHeader)
-        );
+        assert_eq!(s.clone().validate(), Err(McpServerError::InvalidStaticHeader));
         s.static_headers[0].value_file.clear();
         let ok = s.validate().unwrap();
         assert_eq!(ok.display_name, "n");
@@ -224,10 +200,7 @@ pub async fn seed_from_config(core: &Core) -> Result<(), StartError> {
             name: server.name.clone(),
             reason,
         };
-        let server = server
-            .clone()
-            .validate()
-            .map_err(|e| seed_err(e.to_string()))?;
+        let server = server.clone().validate().map_err(|e| seed_err(e.to_string()))?;
         core.store
             .upsert_mcp_server(&server, "config", core.now())
             .await
@@ -239,11 +212,7 @@ pub async fn seed_from_config(core: &Core) -> Result<(), StartError> {
 /// Adds an entry (source "admin").
 pub async fn create(core: &Core, server: McpServer) -> Result<McpServer, RegistryError> {
     let server = server.validate()?;
-    if !core
-        .store
-        .insert_mcp_server(&server, "admin", core.now())
-        .await?
-    {
+    if !core.store.insert_mcp_server(&server, "admin", core.now()).await? {
         return Err(McpServerError::AlreadyExists(server.name).into());
     }
     get(core, &server.name).await

@@ -34,10 +34,7 @@ pub enum VaultError {
     )]
     NoKeys,
     #[error("vault key file {path}: {source}")]
-    KeyFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    KeyFile { path: PathBuf, source: std::io::Error },
     #[error("vault key ring, line {line}: {reason}")]
     BadKey { line: usize, reason: &'static str },
     #[error("sealed value names vault key {0:?}, which is not in the key ring")]
@@ -81,13 +78,7 @@ pub struct Aad<'a> {
 impl Aad<'_> {
     fn encode(&self) -> Vec<u8> {
         let mut out = b"gatehouse-vault-v1".to_vec();
-        for part in [
-            self.table,
-            self.field,
-            self.row_id,
-            self.identity,
-            self.service,
-        ] {
+        for part in [self.table, self.field, self.row_id, self.identity, self.service] {
             // Length-prefixed, so ("ab","c") and ("a","bc") differ.
             out.extend_from_slice(&(part.len() as u32).to_be_bytes());
             out.extend_from_slice(part.as_bytes());
@@ -117,9 +108,7 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault")
-            .field("keys", &self.key_ids())
-            .finish()
+        f.debug_struct("Vault").field("keys", &self.key_ids()).finish()
     }
 }
 
@@ -158,10 +147,7 @@ impl Vault {
 
     /// Id of the key that seals new values.
     pub fn active_key_id(&self) -> String {
-        self.read_ring()
-            .last()
-            .map(|k| k.id.clone())
-            .unwrap_or_default()
+        self.read_ring().last().map(|k| k.id.clone()).unwrap_or_default()
     }
 
     /// Seals `plaintext` under the active key, bound to `aad`.
@@ -215,9 +201,7 @@ impl Vault {
     /// Opens a string secret.
     pub fn open_secret(&self, aad: Aad<'_>, blob: &[u8]) -> Result<Secret, VaultError> {
         let bytes = self.open(aad, blob)?;
-        String::from_utf8(bytes)
-            .map(Secret::new)
-            .map_err(|_| VaultError::Malformed)
+        String::from_utf8(bytes).map(Secret::new).map_err(|_| VaultError::Malformed)
     }
 
     /// Adds a new key to the key file and makes it the sealing key. Rows are
@@ -231,12 +215,7 @@ impl Vault {
             source,
         })?;
         let line = new_key_line();
-        let id = line
-            .expose()
-            .split(' ')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let id = line.expose().split(' ').next().unwrap_or_default().to_string();
         let mut contents = current;
         if !contents.ends_with('\n') && !contents.is_empty() {
             contents.push('\n');
@@ -262,13 +241,7 @@ impl Vault {
         Ok(())
     }
 
-    fn open_with(
-        &self,
-        key_id: &str,
-        nonce: &[u8],
-        ciphertext: &[u8],
-        aad: Aad<'_>,
-    ) -> Result<Vec<u8>, VaultError> {
+    fn open_with(&self, key_id: &str, nonce: &[u8], ciphertext: &[u8], aad: Aad<'_>) -> Result<Vec<u8>, VaultError> {
         let ring = self.read_ring();
         let key = ring
             .iter()
@@ -324,46 +297,30 @@ fn new_key_line() -> Secret {
 
 fn read_ring(source: &KeySource) -> Result<Vec<RingKey>, VaultError> {
     let text = match source {
-        KeySource::File(path) => {
-            Secret::new(
-                std::fs::read_to_string(path).map_err(|source| VaultError::KeyFile {
-                    path: path.clone(),
-                    source,
-                })?,
-            )
-        }
+        KeySource::File(path) => Secret::new(std::fs::read_to_string(path).map_err(|source| VaultError::KeyFile {
+            path: path.clone(),
+            source,
+        })?),
         KeySource::Inline(text) => text.clone(),
     };
     let mut ring = Vec::new();
     // Comments end at a newline; `;` separates keys given on one line (environment).
     let entries = text.expose().lines().enumerate().flat_map(|(index, raw)| {
         let uncommented = raw.split('#').next().unwrap_or_default();
-        uncommented
-            .split(';')
-            .map(move |entry| (index, entry.trim()))
+        uncommented.split(';').map(move |entry| (index, entry.trim()))
     });
     for (index, line) in entries {
         if line.is_empty() {
             continue;
         }
-        let bad = |reason| VaultError::BadKey {
-            line: index + 1,
-            reason,
-        };
+        let bad = |reason| VaultError::BadKey { line: index + 1, reason };
         let (id, key) = line
             .split_once(char::is_whitespace)
             .ok_or(bad("expected `<key-id> <base64 key>`"))?;
-        if id.is_empty()
-            || id.len() > 64
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(bad("key id must be 1-64 characters of [A-Za-z0-9_-]"));
         }
-        let bytes = STANDARD
-            .decode(key.trim())
-            .map_err(|_| bad("key is not base64"))?;
+        let bytes = STANDARD.decode(key.trim()).map_err(|_| bad("key is not base64"))?;
         let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| bad("key must be 32 bytes"))?;
         if ring.iter().any(|k: &RingKey| k.id == id) {
             return Err(bad("duplicate key id"));
@@ -421,24 +378,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (vault, _) = file_vault(&dir);
         let sealed = vault.seal(aad("c1", "i1"), b"upstream-token").unwrap();
-        assert_eq!(
-            vault.open(aad("c1", "i1"), &sealed.blob).unwrap(),
-            b"upstream-token"
-        );
-        assert!(matches!(
-            vault.open(aad("c2", "i1"), &sealed.blob),
-            Err(VaultError::Decrypt)
-        ));
-        assert!(matches!(
-            vault.open(aad("c1", "i2"), &sealed.blob),
-            Err(VaultError::Decrypt)
-        ));
+        assert_eq!(vault.open(aad("c1", "i1"), &sealed.blob).unwrap(), b"upstream-token");
+        assert!(matches!(vault.open(aad("c2", "i1"), &sealed.blob), Err(VaultError::Decrypt)));
+        assert!(matches!(vault.open(aad("c1", "i2"), &sealed.blob), Err(VaultError::Decrypt)));
         let mut tampered = sealed.blob.clone();
         *tampered.last_mut().unwrap() ^= 1;
-        assert!(matches!(
-            vault.open(aad("c1", "i1"), &tampered),
-            Err(VaultError::Decrypt)
-        ));
+        assert!(matches!(vault.open(aad("c1", "i1"), &tampered), Err(VaultError::Decrypt)));
         assert!(!sealed.blob.windows(14).any(|w| w == b"upstream-token"));
     }
 
@@ -455,18 +400,12 @@ mod tests {
         assert_eq!(key_id_of(&new.blob).unwrap(), new_id);
         assert_eq!(vault.open(aad("c1", "i1"), &old.blob).unwrap(), b"v");
         // A second vault on the same file (another replica) learns the new key on demand.
-        let other = Vault::load(KeySource::Inline(Secret::new(
-            std::fs::read_to_string(&path).unwrap(),
-        )))
-        .unwrap();
+        let other = Vault::load(KeySource::Inline(Secret::new(std::fs::read_to_string(&path).unwrap()))).unwrap();
         assert_eq!(other.open(aad("c1", "i1"), &new.blob).unwrap(), b"v");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
     }
 
@@ -477,16 +416,11 @@ mod tests {
         let err = Vault::load(KeySource::Inline(Secret::new("k1 notbase64!"))).unwrap_err();
         assert!(matches!(err, VaultError::BadKey { line: 1, .. }), "{err}");
         let short = STANDARD.encode([0u8; 16]);
-        let err =
-            Vault::load(KeySource::Inline(Secret::new(format!("# c\nk1 {short}")))).unwrap_err();
+        let err = Vault::load(KeySource::Inline(Secret::new(format!("# c\nk1 {short}")))).unwrap_err();
         assert!(matches!(err, VaultError::BadKey { line: 2, .. }), "{err}");
         let key = STANDARD.encode([7u8; 32]);
-        let vault =
-            Vault::load(KeySource::Inline(Secret::new(format!("a {key};b {key}")))).unwrap();
+        let vault = Vault::load(KeySource::Inline(Secret::new(format!("a {key};b {key}")))).unwrap();
         assert_eq!(vault.key_ids(), ["a", "b"]);
-        assert!(matches!(
-            vault.add_key(),
-            Err(VaultError::RotateNeedsKeyFile)
-        ));
+        assert!(matches!(vault.add_key(), Err(VaultError::RotateNeedsKeyFile)));
     }
 }

@@ -28,11 +28,7 @@ pub async fn create(core: &Core, name: &str) -> Result<(VirtualKeyRow, Secret), 
     let secret = secret::generate(prefix::VIRTUAL_KEY);
     // The prefix shown to administrators: the readable part and 4 characters, far
     // too little to guess the rest.
-    let shown: String = secret
-        .expose()
-        .chars()
-        .take(prefix::VIRTUAL_KEY.len() + 4)
-        .collect();
+    let shown: String = secret.expose().chars().take(prefix::VIRTUAL_KEY.len() + 4).collect();
     let id = secret::random_id("vk_");
     let identity_id = secret::random_id("idn_");
     let row = core
@@ -60,12 +56,6 @@ pub async fn revoke(core: &Core, id: &str) -> Result<VirtualKeyRow, VirtualKeyEr
 }
 
 /// The unrevoked key a presented secret proves, if any.
-pub async fn verify(
-    core: &Core,
-    presented: &Secret,
-) -> Result<Option<VirtualKeyRow>, VirtualKeyError> {
-    Ok(core
-        .store
-        .find_virtual_key_by_hash(&presented.hash())
-        .await?)
+pub async fn verify(core: &Core, presented: &Secret) -> Result<Option<VirtualKeyRow>, VirtualKeyError> {
+    Ok(core.store.find_virtual_key_by_hash(&presented.hash()).await?)
 }

@@ -20,9 +20,7 @@ pub enum CpClientError {
     NoUrls,
     #[error("control-plane URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error(
-        "no control-plane credential: set data_plane.control_plane.token_file or GATEHOUSE_DATA_PLANE__CONTROL_PLANE__TOKEN"
-    )]
+    #[error("no control-plane credential: set data_plane.control_plane.token_file or GATEHOUSE_DATA_PLANE__CONTROL_PLANE__TOKEN")]
     NoCredential,
     #[error("control-plane credential file {0}: {1}")]
     CredentialFile(String, std::io::Error),
@@ -39,9 +37,7 @@ pub struct Authorize {
 
 impl Interceptor for Authorize {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.bearer.clone());
+        request.metadata_mut().insert("authorization", self.bearer.clone());
         request.set_timeout(self.deadline);
         Ok(request)
     }
@@ -82,8 +78,7 @@ impl ControlPlaneClient {
         }
         let tls = match &config.ca_file {
             Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| CpClientError::CaFile(path.display().to_string(), e))?;
+                let pem = std::fs::read(path).map_err(|e| CpClientError::CaFile(path.display().to_string(), e))?;
                 Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
             }
             None => None,
@@ -101,9 +96,7 @@ impl ControlPlaneClient {
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_while_idle(true);
             if let Some(tls) = &tls {
-                endpoint = endpoint
-                    .tls_config(tls.clone())
-                    .map_err(|e| bad(e.to_string()))?;
+                endpoint = endpoint.tls_config(tls.clone()).map_err(|e| bad(e.to_string()))?;
             }
             endpoints.push(endpoint);
         }
@@ -133,13 +126,14 @@ impl ControlPlaneClient {
     /// Whether the control plane reports itself serving (standard gRPC health).
     pub async fn is_serving(&self) -> bool {
         let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
-        let mut request = Request::new(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        });
+        let mut request = Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
         request.set_timeout(Duration::from_secs(2));
-        matches!(
-            health.check(request).await.map(|r| r.into_inner().status),
-            Ok(s) if s == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        )
+        match health.check(request).await {
+            Ok(reply) => reply.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            Err(status) => {
+                tracing::debug!(target: "gatehouse::cp_client", code = ?status.code(), error = %status, "control-plane health check failed");
+                false
+            }
+        }
     }
 }

@@ -38,10 +38,7 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// Serves HTTP on `listener`.
-    pub async fn start(
-        config: DataPlaneConfig,
-        listener: TcpListener,
-    ) -> Result<Self, CpClientError> {
+    pub async fn start(config: DataPlaneConfig, listener: TcpListener) -> Result<Self, CpClientError> {
         let cp = ControlPlaneClient::new(&config.control_plane)?;
         let state = Arc::new(AppState { config, cp });
         let app = router(state);
@@ -51,14 +48,11 @@ impl DataPlane {
         })?;
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
         });
         tracing::info!(target: "gatehouse::data_plane", %addr, "data plane serving HTTP");
         Ok(Self {

@@ -13,9 +13,7 @@ use crate::config::Config;
 /// Runs a control plane until a shutdown signal.
 pub async fn run_control_plane(config: Config) -> anyhow::Result<()> {
     if config.control_plane.callers.is_empty() {
-        anyhow::bail!(
-            "no [[control_plane.callers]] configured: nobody could call this control plane"
-        );
+        anyhow::bail!("no [[control_plane.callers]] configured: nobody could call this control plane");
     }
     let listener = bind(config.control_plane.listen, "gRPC").await?;
     let plane = ControlPlane::start(config.control_plane, listener, Arc::new(SystemClock)).await?;

@@ -81,11 +81,10 @@ pub async fn start(mut config: Config, options: &UpOptions) -> anyhow::Result<Up
         .control_plane
         .callers
         .push(dev::caller("admin", Role::Admin, &admin_credential));
-    config.control_plane.callers.push(dev::caller(
-        "up-data-plane",
-        Role::DataPlane,
-        &data_plane_credential,
-    ));
+    config
+        .control_plane
+        .callers
+        .push(dev::caller("up-data-plane", Role::DataPlane, &data_plane_credential));
 
     // Order: bind both listeners first, so port 0 works and the public URL names the real port.
     let grpc_listener = bind(options.grpc_addr, "gRPC").await?;
@@ -106,12 +105,7 @@ pub async fn start(mut config: Config, options: &UpOptions) -> anyhow::Result<Up
         None
     };
 
-    let control_plane = ControlPlane::start(
-        config.control_plane.clone(),
-        grpc_listener,
-        Arc::new(SystemClock),
-    )
-    .await?;
+    let control_plane = ControlPlane::start(config.control_plane.clone(), grpc_listener, Arc::new(SystemClock)).await?;
     config.data_plane.control_plane.urls = vec![format!("http://{grpc_addr}")];
     config.data_plane.control_plane.token = Credential::new(data_plane_credential.expose());
     config.data_plane.control_plane.token_file = None;
@@ -150,7 +144,7 @@ pub async fn run(config: Config, options: UpOptions) -> anyhow::Result<()> {
     let up = start(config, &options).await?;
     print_banner(&up);
     shutdown_signal().await;
-    println!("shutting down");
+    tracing::info!(target: "gatehouse::up", "shutting down");
     up.shutdown().await;
     Ok(())
 }
@@ -162,10 +156,7 @@ fn print_banner(up: &Up) {
     println!("Gatehouse is up (development mode: SQLite, both planes, demo upstream).");
     println!();
     println!("  MCP URL        {}", up.mcp_url());
-    println!(
-        "  Consent pages  {}/authorize (clients start there)",
-        up.public_url
-    );
+    println!("  Consent pages  {}/authorize (clients start there)", up.public_url);
     println!("  Health         {}/healthz", up.public_url);
     println!("  gRPC           {grpc} (plaintext; reflection and health on)");
     if let Some(demo) = &up.demo {
@@ -182,10 +173,7 @@ fn print_banner(up: &Up) {
         println!("                 created admin credential {dir}/admin.token (mode 0600)");
     }
     println!();
-    println!(
-        "  Admin credential (development): {}",
-        up.admin_credential.expose()
-    );
+    println!("  Admin credential (development): {}", up.admin_credential.expose());
     println!("  Try:  grpcurl -plaintext {grpc} list");
     println!(
         "        grpcurl -plaintext -H \"authorization: Bearer $(cat {dir}/admin.token)\" -d '{{\"name\":\"alice\"}}' {grpc} gatehouse.v1.AdminService/CreateVirtualKey"

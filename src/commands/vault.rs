@@ -7,32 +7,23 @@ use crate::pb::RotateVaultKeyRequest;
 
 /// The admin credential: `[admin] token_file`, else `GATEHOUSE_ADMIN_TOKEN`,
 /// else the development data directory's `admin.token`.
-pub fn admin_credential(
-    config: &Config,
-    data_dir: Option<&std::path::Path>,
-) -> anyhow::Result<String> {
+pub fn admin_credential(config: &Config, data_dir: Option<&std::path::Path>) -> anyhow::Result<String> {
     if let Some(path) = &config.admin.token_file {
         return std::fs::read_to_string(path)
             .map(|s| s.trim().to_string())
             .map_err(|e| anyhow::anyhow!("admin token file {}: {e}", path.display()));
     }
-    if let Ok(token) = std::env::var("GATEHOUSE_ADMIN_TOKEN") {
-        if !token.trim().is_empty() {
-            return Ok(token.trim().to_string());
-        }
+    if let Ok(token) = std::env::var("GATEHOUSE_ADMIN_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_string());
     }
-    if let Some(dir) = data_dir {
-        let path = crate::dev::DataDir {
-            root: dir.to_path_buf(),
-        }
-        .admin_token_file();
-        if let Ok(token) = std::fs::read_to_string(&path) {
-            return Ok(token.trim().to_string());
-        }
+    if let Some(dir) = data_dir
+        && let Ok(token) = std::fs::read_to_string(crate::dev::DataDir { root: dir.to_path_buf() }.admin_token_file())
+    {
+        return Ok(token.trim().to_string());
     }
-    anyhow::bail!(
-        "no admin credential: set [admin] token_file or GATEHOUSE_ADMIN_TOKEN, or pass --data-dir of a `gatehouse up`"
-    )
+    anyhow::bail!("no admin credential: set [admin] token_file or GATEHOUSE_ADMIN_TOKEN, or pass --data-dir of a `gatehouse up`")
 }
 
 /// Rotates the vault key; prints the new key id and how many values were re-sealed.

@@ -12,7 +12,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::pages::{AuthorizePage, ScopeView, error_page, page, scope_description};
+use super::pages::{AuthorizePage, ScopeView, consent_page, error_page, scope_description};
 use super::store::{AuthRequest, CODE_TTL, CONSENT_TTL, CodeRecord, MAX_CONSENTS, PendingConsent};
 use super::{Params, SCOPES, Shared, parse_params, random_token, sha256};
 
@@ -29,10 +29,7 @@ enum Failure {
     },
 }
 
-pub(crate) async fn authorize_page(
-    State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
-) -> Response {
+pub(crate) async fn authorize_page(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     let request = match parse_params(query.as_deref().unwrap_or(""))
         .map_err(|e| Failure::Page("Invalid request", e))
         .and_then(|params| validate_request(&shared, &params))
@@ -100,9 +97,7 @@ pub(crate) async fn authorize_decision(
     // The hidden fields must come back exactly as rendered: the page approves that request and
     // no other.
     let expected = form_fields(&request, csrf);
-    let tampered = expected
-        .iter()
-        .any(|(field, value)| params.get(field) != Some(value))
+    let tampered = expected.iter().any(|(field, value)| params.get(field) != Some(value))
         || ["state", "resource"]
             .iter()
             .any(|f| params.contains_key(*f) && !expected.iter().any(|(n, _)| n == f));
@@ -133,13 +128,7 @@ pub(crate) async fn authorize_decision(
                 Ok(account) => account,
                 // The consent stays pending so the person can correct the name.
                 Err(message) => {
-                    return render(
-                        &shared,
-                        &request,
-                        csrf,
-                        raw_account.to_owned(),
-                        Some(message),
-                    );
+                    return render(&shared, &request, csrf, raw_account.to_owned(), Some(message));
                 }
             };
             let code = random_token("demo_ac_");
@@ -203,9 +192,7 @@ fn validate_request(shared: &Shared, params: &Params) -> Result<AuthRequest, Fai
         if !client.redirect_uris.iter().any(|r| r == redirect_uri) {
             return Err(Failure::Page(
                 "Unregistered redirect address",
-                format!(
-                    "\"{redirect_uri}\" is not a redirect address registered for this application."
-                ),
+                format!("\"{redirect_uri}\" is not a redirect address registered for this application."),
             ));
         }
     }
@@ -220,20 +207,14 @@ fn validate_request(shared: &Shared, params: &Params) -> Result<AuthRequest, Fai
         Some("code") => {}
         None => return Err(fail("invalid_request", "response_type is required")),
         Some(_) => {
-            return Err(fail(
-                "unsupported_response_type",
-                "only response_type=code is supported",
-            ));
+            return Err(fail("unsupported_response_type", "only response_type=code is supported"));
         }
     }
     let Some(code_challenge) = get("code_challenge") else {
         return Err(fail("invalid_request", "code_challenge is required (PKCE)"));
     };
     if get("code_challenge_method") != Some("S256") {
-        return Err(fail(
-            "invalid_request",
-            "code_challenge_method must be S256",
-        ));
+        return Err(fail("invalid_request", "code_challenge_method must be S256"));
     }
     // An S256 challenge is exactly 43 base64url characters.
     if code_challenge.len() != 43
@@ -241,25 +222,17 @@ fn validate_request(shared: &Shared, params: &Params) -> Result<AuthRequest, Fai
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(fail(
-            "invalid_request",
-            "code_challenge is not a base64url SHA-256",
-        ));
+        return Err(fail("invalid_request", "code_challenge is not a base64url SHA-256"));
     }
     let scope = match get("scope") {
         None => SCOPES.join(" "),
-        Some(requested) => {
-            normalize_scope(requested).ok_or_else(|| fail("invalid_scope", "unknown scope"))?
-        }
+        Some(requested) => normalize_scope(requested).ok_or_else(|| fail("invalid_scope", "unknown scope"))?,
     };
     let resource = get("resource").map(str::to_owned);
     if let Some(resource) = &resource
         && *resource != shared.mcp_url()
     {
-        return Err(fail(
-            "invalid_target",
-            "resource must be this provider's MCP server URL",
-        ));
+        return Err(fail("invalid_target", "resource must be this provider's MCP server URL"));
     }
     Ok(AuthRequest {
         client_id: client_id.to_owned(),
@@ -296,14 +269,8 @@ fn validate_account(raw: &str) -> Result<String, String> {
     if account.is_empty() {
         return Err("Enter an account name, for example alice.".to_owned());
     }
-    if account.chars().count() > 64
-        || !account
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@+".contains(c))
-    {
-        return Err(
-            "Use at most 64 letters, digits and . _ - @ + for the account name.".to_owned(),
-        );
+    if account.chars().count() > 64 || !account.chars().all(|c| c.is_ascii_alphanumeric() || "._-@+".contains(c)) {
+        return Err("Use at most 64 letters, digits and . _ - @ + for the account name.".to_owned());
     }
     Ok(account.to_owned())
 }
@@ -328,34 +295,28 @@ fn form_fields(request: &AuthRequest, csrf: &str) -> Vec<(String, String)> {
     fields
 }
 
-fn render(
-    shared: &Shared,
-    request: &AuthRequest,
-    csrf: &str,
-    account: String,
-    error: Option<String>,
-) -> Response {
+fn render(shared: &Shared, request: &AuthRequest, csrf: &str, account: String, error: Option<String>) -> Response {
     let client_name = shared
         .store()
         .clients
         .get(&request.client_id)
         .and_then(|c| c.client_name.clone())
         .unwrap_or_else(|| request.client_id.clone());
-    let redirect_host = url::Url::parse(&request.redirect_uri)
-        .ok()
+    let redirect = url::Url::parse(&request.redirect_uri).ok();
+    let redirect_host = redirect
+        .as_ref()
         .and_then(|u| {
-            u.host_str().map(|h| {
-                u.port()
-                    .map_or_else(|| h.to_owned(), |p| format!("{h}:{p}"))
-            })
+            u.host_str()
+                .map(|h| u.port().map_or_else(|| h.to_owned(), |p| format!("{h}:{p}")))
         })
         .unwrap_or_else(|| request.redirect_uri.clone());
+    let redirect_origin = redirect.map(|u| u.origin().ascii_serialization()).unwrap_or_default();
     let status = if error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
     };
-    page(
+    consent_page(
         status,
         AuthorizePage {
             name: shared.config.name.clone(),
@@ -374,6 +335,7 @@ fn render(
             account,
             error,
         },
+        &redirect_origin,
     )
 }
 
@@ -397,13 +359,7 @@ fn fail(shared: &Shared, failure: Failure, status: StatusCode) -> Response {
 
 /// Redirects to the client with `params`, then `state` (when the client sent one) and `iss`
 /// (RFC 9207), keeping any query the registered redirect URI already has.
-fn redirect(
-    redirect_uri: &str,
-    params: &[(&str, &str)],
-    state: Option<&str>,
-    issuer: &str,
-    status: StatusCode,
-) -> Response {
+fn redirect(redirect_uri: &str, params: &[(&str, &str)], state: Option<&str>, issuer: &str, status: StatusCode) -> Response {
     // Registered redirect URIs were validated as absolute URLs, so this parse succeeds.
     let Ok(mut url) = url::Url::parse(redirect_uri) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "bad redirect URI").into_response();

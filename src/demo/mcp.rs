@@ -21,12 +21,7 @@ const INVALID_REQUEST: i64 = -32600;
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
 
-pub(crate) async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn handle(State(shared): State<Arc<Shared>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
     record(&shared, &method, &headers, &body);
 
     // DNS-rebinding defence required by the transport spec: browsers send Origin.
@@ -58,11 +53,7 @@ pub(crate) async fn handle(
             .into_response();
     }
     if !has_content_type(&headers, "application/json") {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        )
-            .into_response();
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json").into_response();
     }
     if !accepts_both(&headers) {
         return rpc_failure(
@@ -76,12 +67,7 @@ pub(crate) async fn handle(
     let message: Value = match serde_json::from_slice(&body) {
         Ok(message) => message,
         Err(_) => {
-            return rpc_failure(
-                StatusCode::BAD_REQUEST,
-                Value::Null,
-                PARSE_ERROR,
-                "Parse error",
-            );
+            return rpc_failure(StatusCode::BAD_REQUEST, Value::Null, PARSE_ERROR, "Parse error");
         }
     };
     let Value::Object(message) = message else {
@@ -140,9 +126,7 @@ pub(crate) async fn handle(
     }
     if rpc_method != "initialize"
         && let Some(version) = headers.get("mcp-protocol-version")
-        && !PROTOCOL_VERSIONS
-            .iter()
-            .any(|v| v.as_bytes() == version.as_bytes())
+        && !PROTOCOL_VERSIONS.iter().any(|v| v.as_bytes() == version.as_bytes())
     {
         return rpc_failure(
             StatusCode::BAD_REQUEST,
@@ -195,10 +179,7 @@ fn record(shared: &Shared, method: &Method, headers: &HeaderMap, body: &[u8]) {
 /// 401 pointing at the protected-resource metadata (RFC 9728 §5.1), with `invalid_token` when
 /// a token was sent but is not good (RFC 6750 §3.1).
 fn unauthorized(shared: &Shared, token_sent: bool) -> Response {
-    let mut challenge = format!(
-        "Bearer resource_metadata=\"{}\"",
-        shared.resource_metadata_url()
-    );
+    let mut challenge = format!("Bearer resource_metadata=\"{}\"", shared.resource_metadata_url());
     if token_sent {
         challenge.push_str(", error=\"invalid_token\"");
     }
@@ -208,9 +189,7 @@ fn unauthorized(shared: &Shared, token_sent: bool) -> Response {
     )
         .into_response();
     if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
@@ -222,19 +201,9 @@ fn accepts_both(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|r| {
-            r.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(|r| r.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
         .collect();
-    let accepts = |full: &str, family: &str| {
-        ranges
-            .iter()
-            .any(|r| r == full || r == family || r == "*/*")
-    };
+    let accepts = |full: &str, family: &str| ranges.iter().any(|r| r == full || r == family || r == "*/*");
     accepts("application/json", "application/*") && accepts("text/event-stream", "text/*")
 }
 
@@ -306,20 +275,14 @@ fn tools() -> Value {
 /// (`isError`) for bad arguments, as the MCP spec separates them.
 fn call_tool(account: &str, params: &Value) -> Result<Value, (i64, String)> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
-        return Err((
-            INVALID_PARAMS,
-            "Invalid params: name is required".to_owned(),
-        ));
+        return Err((INVALID_PARAMS, "Invalid params: name is required".to_owned()));
     };
     let empty = serde_json::Map::new();
     let arguments = match params.get("arguments") {
         None | Some(Value::Null) => &empty,
         Some(Value::Object(arguments)) => arguments,
         Some(_) => {
-            return Err((
-                INVALID_PARAMS,
-                "Invalid params: arguments must be an object".to_owned(),
-            ));
+            return Err((INVALID_PARAMS, "Invalid params: arguments must be an object".to_owned()));
         }
     };
     let outcome = match name {

@@ -134,10 +134,7 @@ impl DemoStats {
 
     /// A copy of every `/mcp` request recorded so far.
     pub fn recorded_requests(&self) -> Vec<RecordedRequest> {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Whether any recorded `/mcp` request carried `needle` in any header value (e.g. a token
@@ -245,11 +242,7 @@ impl DemoUpstream {
 
     /// Serves on `listener` but announces `base_url` (scheme, host, port; no path) as issuer,
     /// for when the demo is reached through another name or a proxy.
-    pub async fn spawn_with_base_url(
-        listener: TcpListener,
-        config: DemoConfig,
-        base_url: String,
-    ) -> anyhow::Result<Self> {
+    pub async fn spawn_with_base_url(listener: TcpListener, config: DemoConfig, base_url: String) -> anyhow::Result<Self> {
         let parsed = url::Url::parse(&base_url)?;
         anyhow::ensure!(
             matches!(parsed.scheme(), "http" | "https")
@@ -390,10 +383,7 @@ pub(crate) type Params = std::collections::HashMap<String, String>;
 pub(crate) fn parse_params(raw: &str) -> Result<Params, String> {
     let mut params = Params::new();
     for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
-        if params
-            .insert(name.clone().into_owned(), value.into_owned())
-            .is_some()
-        {
+        if params.insert(name.clone().into_owned(), value.into_owned()).is_some() {
             return Err(format!("parameter {name} was given more than once"));
         }
     }

@@ -18,8 +18,7 @@ use serde_json::{Map, Value, json};
 use super::authorize::normalize_scope;
 use super::store::{Client, IssuedTokens, MAX_CLIENTS, TokenEndpointAuthMethod};
 use super::{
-    Params, SCOPES, Shared, constant_time_eq, has_content_type, is_form, parse_params,
-    pkce_challenge, random_token, sha256,
+    Params, SCOPES, Shared, constant_time_eq, has_content_type, is_form, parse_params, pkce_challenge, random_token, sha256,
 };
 
 const GRANT_TYPES: [&str; 2] = ["authorization_code", "refresh_token"];
@@ -79,10 +78,7 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
 /// Discovery documents are public; browser-based clients fetch them cross-origin.
 fn public_json(value: Value) -> Response {
     (
-        [(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        )],
+        [(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"))],
         Json(value),
     )
         .into_response()
@@ -134,22 +130,14 @@ pub(crate) fn validate_redirect_uri(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) async fn register(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     match register_client(&shared, &headers, &body) {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-fn register_client(
-    shared: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, OAuthError> {
+fn register_client(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
     let metadata_error = |d: &str| OAuthError::bad_request("invalid_client_metadata", d);
     if !has_content_type(headers, "application/json") {
         return Err(metadata_error("the body must be application/json"));
@@ -160,28 +148,17 @@ fn register_client(
 
     let redirect_uris = string_list(metadata.get("redirect_uris"))
         .filter(|uris| !uris.is_empty())
-        .ok_or_else(|| {
-            OAuthError::bad_request(
-                "invalid_redirect_uri",
-                "redirect_uris must be a non-empty array of URLs",
-            )
-        })?;
+        .ok_or_else(|| OAuthError::bad_request("invalid_redirect_uri", "redirect_uris must be a non-empty array of URLs"))?;
     for uri in &redirect_uris {
-        validate_redirect_uri(uri)
-            .map_err(|e| OAuthError::bad_request("invalid_redirect_uri", e))?;
+        validate_redirect_uri(uri).map_err(|e| OAuthError::bad_request("invalid_redirect_uri", e))?;
     }
 
     // RFC 7591 §2: the default is client_secret_basic.
     let auth_method = match metadata.get("token_endpoint_auth_method") {
         None => TokenEndpointAuthMethod::ClientSecretBasic,
-        Some(value) => value
-            .as_str()
-            .and_then(TokenEndpointAuthMethod::parse)
-            .ok_or_else(|| {
-                metadata_error(
-                    "token_endpoint_auth_method must be none, client_secret_post or client_secret_basic",
-                )
-            })?,
+        Some(value) => value.as_str().and_then(TokenEndpointAuthMethod::parse).ok_or_else(|| {
+            metadata_error("token_endpoint_auth_method must be none, client_secret_post or client_secret_basic")
+        })?,
     };
 
     // Deviation from RFC 7591's default (authorization_code only): clients that do not say
@@ -189,15 +166,8 @@ fn register_client(
     let grant_types = match metadata.get("grant_types") {
         None => GRANT_TYPES.iter().map(|g| (*g).to_owned()).collect(),
         Some(value) => string_list(Some(value))
-            .filter(|g| {
-                g.iter().all(|g| GRANT_TYPES.contains(&g.as_str()))
-                    && g.iter().any(|g| g == "authorization_code")
-            })
-            .ok_or_else(|| {
-                metadata_error(
-                    "grant_types must include authorization_code and may add refresh_token",
-                )
-            })?,
+            .filter(|g| g.iter().all(|g| GRANT_TYPES.contains(&g.as_str())) && g.iter().any(|g| g == "authorization_code"))
+            .ok_or_else(|| metadata_error("grant_types must include authorization_code and may add refresh_token"))?,
     };
     let response_types = match metadata.get("response_types") {
         None => vec!["code".to_owned()],
@@ -221,8 +191,7 @@ fn register_client(
     };
 
     let client_id = random_token("demo_client_");
-    let client_secret =
-        (auth_method != TokenEndpointAuthMethod::None).then(|| random_token("demo_cs_"));
+    let client_secret = (auth_method != TokenEndpointAuthMethod::None).then(|| random_token("demo_cs_"));
     {
         let mut store = shared.store();
         if store.clients.len() >= MAX_CLIENTS {
@@ -242,9 +211,7 @@ fn register_client(
     super::DemoStats::bump(&shared.stats.registrations);
 
     // Echo what the client sent (RFC 7591 §3.2.1), with the values as registered.
-    let issued_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let issued_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     metadata.remove("client_secret");
     metadata.insert("client_id".into(), client_id.into());
     metadata.insert("client_id_issued_at".into(), issued_at.into());
@@ -255,26 +222,14 @@ fn register_client(
         metadata.remove("client_secret_expires_at");
     }
     metadata.insert("redirect_uris".into(), json!(redirect_uris));
-    metadata.insert(
-        "token_endpoint_auth_method".into(),
-        auth_method.as_str().into(),
-    );
+    metadata.insert("token_endpoint_auth_method".into(), auth_method.as_str().into());
     metadata.insert("grant_types".into(), json!(grant_types));
     metadata.insert("response_types".into(), json!(response_types));
-    Ok((
-        StatusCode::CREATED,
-        no_store(),
-        Json(Value::Object(metadata)),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, no_store(), Json(Value::Object(metadata))).into_response())
 }
 
 fn string_list(value: Option<&Value>) -> Option<Vec<String>> {
-    value?
-        .as_array()?
-        .iter()
-        .map(|v| v.as_str().map(str::to_owned))
-        .collect()
+    value?.as_array()?.iter().map(|v| v.as_str().map(str::to_owned)).collect()
 }
 
 /// The authenticated client of a `/token` or `/revoke` request.
@@ -284,16 +239,12 @@ struct AuthenticatedClient {
 }
 
 /// Authenticates the client with the one method it registered (RFC 6749 §2.3).
-fn authenticate_client(
-    shared: &Shared,
-    headers: &HeaderMap,
-    params: &Params,
-) -> Result<AuthenticatedClient, OAuthError> {
+fn authenticate_client(shared: &Shared, headers: &HeaderMap, params: &Params) -> Result<AuthenticatedClient, OAuthError> {
     let basic = match headers.get(header::AUTHORIZATION) {
         None => None,
-        Some(value) => Some(parse_basic(value).ok_or_else(|| {
-            OAuthError::invalid_client("the Authorization header is not valid HTTP Basic")
-        })?),
+        Some(value) => Some(
+            parse_basic(value).ok_or_else(|| OAuthError::invalid_client("the Authorization header is not valid HTTP Basic"))?,
+        ),
     };
     let body_id = params.get("client_id");
     let body_secret = params.get("client_secret");
@@ -314,18 +265,11 @@ fn authenticate_client(
             (id, Some(secret), TokenEndpointAuthMethod::ClientSecretBasic)
         }
         (None, Some(secret)) => {
-            let id = body_id.ok_or_else(|| {
-                OAuthError::bad_request("invalid_request", "client_id is required")
-            })?;
-            (
-                id.clone(),
-                Some(secret.clone()),
-                TokenEndpointAuthMethod::ClientSecretPost,
-            )
+            let id = body_id.ok_or_else(|| OAuthError::bad_request("invalid_request", "client_id is required"))?;
+            (id.clone(), Some(secret.clone()), TokenEndpointAuthMethod::ClientSecretPost)
         }
         (None, None) => {
-            let id = body_id
-                .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
+            let id = body_id.ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
             (id.clone(), None, TokenEndpointAuthMethod::None)
         }
     };
@@ -388,16 +332,11 @@ fn read_form(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| OAuthError::bad_request("invalid_request", "the body is not UTF-8"))?;
+    let text = std::str::from_utf8(body).map_err(|_| OAuthError::bad_request("invalid_request", "the body is not UTF-8"))?;
     parse_params(text).map_err(|e| OAuthError::bad_request("invalid_request", e))
 }
 
-pub(crate) async fn token(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     super::DemoStats::bump(&shared.stats.token_requests);
     {
         let mut store = shared.store();
@@ -414,10 +353,7 @@ pub(crate) async fn token(
     let result = read_form(&headers, &body).and_then(|params| {
         let client = authenticate_client(&shared, &headers, &params)?;
         match params.get("grant_type").map(String::as_str) {
-            None => Err(OAuthError::bad_request(
-                "invalid_request",
-                "grant_type is required",
-            )),
+            None => Err(OAuthError::bad_request("invalid_request", "grant_type is required")),
             Some("authorization_code") => exchange_code(&shared, &client, &params),
             Some("refresh_token") => refresh(&shared, &client, &params),
             Some(other) => Err(OAuthError::bad_request(
@@ -437,24 +373,16 @@ fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, OAuthError> {
 }
 
 /// An RFC 8707 `resource` at `/token` must name what the grant is for.
-fn check_resource(
-    shared: &Shared,
-    params: &Params,
-    granted: Option<&str>,
-) -> Result<(), OAuthError> {
+fn check_resource(shared: &Shared, params: &Params, granted: Option<&str>) -> Result<(), OAuthError> {
     match params.get("resource") {
-        Some(asked) if *asked != granted.map_or_else(|| shared.mcp_url(), str::to_owned) => Err(
-            OAuthError::bad_request("invalid_target", "resource does not match the grant"),
-        ),
+        Some(asked) if *asked != granted.map_or_else(|| shared.mcp_url(), str::to_owned) => {
+            Err(OAuthError::bad_request("invalid_target", "resource does not match the grant"))
+        }
         _ => Ok(()),
     }
 }
 
-fn exchange_code(
-    shared: &Shared,
-    client: &AuthenticatedClient,
-    params: &Params,
-) -> Result<Response, OAuthError> {
+fn exchange_code(shared: &Shared, client: &AuthenticatedClient, params: &Params) -> Result<Response, OAuthError> {
     let code = required(params, "code")?;
     let redirect_uri = required(params, "redirect_uri")?;
     let verifier = required(params, "code_verifier")?;
@@ -462,11 +390,7 @@ fn exchange_code(
 
     let mut store = shared.store();
     let key = sha256(code);
-    let Some(record) = store
-        .codes
-        .get_mut(&key)
-        .filter(|r| r.expires_at > Instant::now())
-    else {
+    let Some(record) = store.codes.get_mut(&key).filter(|r| r.expires_at > Instant::now()) else {
         return Err(invalid_grant("unknown or expired authorization code"));
     };
     if record.request.client_id != client.client_id {
@@ -482,36 +406,22 @@ fn exchange_code(
     // Any redemption attempt uses the code up, so a verifier cannot be guessed at leisure.
     record.used = true;
     if record.request.redirect_uri != redirect_uri {
-        return Err(invalid_grant(
-            "redirect_uri differs from the authorization request",
-        ));
+        return Err(invalid_grant("redirect_uri differs from the authorization request"));
     }
-    if !(43..=128).contains(&verifier.len())
-        || !verifier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
-    {
+    if !(43..=128).contains(&verifier.len()) || !verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
         return Err(OAuthError::bad_request(
             "invalid_request",
             "code_verifier must be 43 to 128 unreserved characters",
         ));
     }
-    if !constant_time_eq(
-        pkce_challenge(verifier).as_bytes(),
-        record.request.code_challenge.as_bytes(),
-    ) {
+    if !constant_time_eq(pkce_challenge(verifier).as_bytes(), record.request.code_challenge.as_bytes()) {
         return Err(invalid_grant("code_verifier does not match code_challenge"));
     }
     let request = record.request.clone();
     let account = record.account.clone();
     check_resource(shared, params, request.resource.as_deref())?;
 
-    let grant_id = store.create_grant(
-        &client.client_id,
-        &account,
-        &request.scope,
-        request.resource.as_deref(),
-    );
+    let grant_id = store.create_grant(&client.client_id, &account, &request.scope, request.resource.as_deref());
     if let Some(record) = store.codes.get_mut(&key) {
         record.grant_id = Some(grant_id);
     }
@@ -525,11 +435,7 @@ fn exchange_code(
     Ok(token_response(shared, tokens, &request.scope))
 }
 
-fn refresh(
-    shared: &Shared,
-    client: &AuthenticatedClient,
-    params: &Params,
-) -> Result<Response, OAuthError> {
+fn refresh(shared: &Shared, client: &AuthenticatedClient, params: &Params) -> Result<Response, OAuthError> {
     let presented = required(params, "refresh_token")?;
     let invalid_grant = |d: &str| OAuthError::bad_request("invalid_grant", d);
 
@@ -543,9 +449,7 @@ fn refresh(
         return Err(invalid_grant("unknown refresh token"));
     };
     if grant.client_id != client.client_id {
-        return Err(invalid_grant(
-            "the refresh token was issued to another client",
-        ));
+        return Err(invalid_grant("the refresh token was issued to another client"));
     }
     if grant.revoked {
         return Err(invalid_grant("the refresh token was revoked"));
@@ -561,10 +465,7 @@ fn refresh(
     let scope = match params.get("scope") {
         None => granted_scope,
         Some(asked) => normalize_scope(asked)
-            .filter(|s| {
-                s.split(' ')
-                    .all(|s| granted_scope.split(' ').any(|g| g == s))
-            })
+            .filter(|s| s.split(' ').all(|s| granted_scope.split(' ').any(|g| g == s)))
             .ok_or_else(|| OAuthError::bad_request("invalid_scope", "scope exceeds the grant"))?,
     };
 
@@ -583,10 +484,7 @@ fn token_response(shared: &Shared, tokens: IssuedTokens, scope: &str) -> Respons
     let mut body = Map::new();
     body.insert("access_token".into(), tokens.access_token.into());
     body.insert("token_type".into(), "Bearer".into());
-    body.insert(
-        "expires_in".into(),
-        shared.config.access_token_ttl.as_secs().into(),
-    );
+    body.insert("expires_in".into(), shared.config.access_token_ttl.as_secs().into());
     if let Some(refresh_token) = tokens.refresh_token {
         body.insert("refresh_token".into(), refresh_token.into());
     }
@@ -594,11 +492,7 @@ fn token_response(shared: &Shared, tokens: IssuedTokens, scope: &str) -> Respons
     (no_store(), Json(Value::Object(body))).into_response()
 }
 
-pub(crate) async fn revoke(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let result = read_form(&headers, &body).and_then(|params| {
         let client = authenticate_client(&shared, &headers, &params)?;
         let token = required(&params, "token")?;
@@ -607,10 +501,7 @@ pub(crate) async fn revoke(
         let key = sha256(token);
         let mut store = shared.store();
         let owned_by_client = |store: &super::store::Store, grant_id: u64| -> bool {
-            store
-                .grants
-                .get(&grant_id)
-                .is_some_and(|g| g.client_id == client.client_id)
+            store.grants.get(&grant_id).is_some_and(|g| g.client_id == client.client_id)
         };
         if let Some(grant_id) = store.access_tokens.get(&key).map(|t| t.grant_id)
             && owned_by_client(&store, grant_id)
@@ -669,10 +560,7 @@ pub(crate) async fn userinfo(State(shared): State<Arc<Shared>>, headers: HeaderM
             };
             (
                 StatusCode::UNAUTHORIZED,
-                [(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(challenge),
-                )],
+                [(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))],
             )
                 .into_response()
         }

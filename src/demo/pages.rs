@@ -6,13 +6,13 @@ use askama_web::WebTemplate;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-/// Headers that keep the pages from being framed, from loading anything, from posting anywhere
-/// but back here, and from being cached or leaking their URL (which carries `state`).
-const PAGE_HEADERS: [(HeaderName, &str); 5] = [
-    (
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-    ),
+/// Keeps the pages from loading anything, from being framed, and from posting anywhere but
+/// back here.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
+
+/// Headers that keep the pages from being framed or sniffed, and from being cached or leaking
+/// their URL (which carries `state`).
+const PAGE_HEADERS: [(HeaderName, &str); 4] = [
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::CACHE_CONTROL, "no-store"),
     (header::REFERRER_POLICY, "no-referrer"),
@@ -50,8 +50,24 @@ pub(crate) struct ErrorPage {
 
 /// A page response with the security headers.
 pub(crate) fn page(status: StatusCode, body: impl IntoResponse) -> Response {
+    page_with_csp(status, body, HeaderValue::from_static(CSP))
+}
+
+/// The consent page: as [`page`], but its form may also end at the client's redirect origin.
+/// Chrome and Safari apply `form-action` to the redirect that answers a form post, so with
+/// `'self'` alone the 303 back to the client would be blocked.
+pub(crate) fn consent_page(status: StatusCode, body: impl IntoResponse, redirect_origin: &str) -> Response {
+    let csp = CSP.replace("form-action 'self'", &format!("form-action 'self' {redirect_origin}"));
+    match HeaderValue::from_str(&csp) {
+        Ok(csp) => page_with_csp(status, body, csp),
+        Err(_) => page(status, body),
+    }
+}
+
+fn page_with_csp(status: StatusCode, body: impl IntoResponse, csp: HeaderValue) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     for (name, value) in PAGE_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
     }

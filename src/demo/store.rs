@@ -143,13 +143,7 @@ impl Store {
         self.access_tokens.retain(|_, t| t.expires_at > now);
     }
 
-    pub(crate) fn create_grant(
-        &mut self,
-        client_id: &str,
-        account: &str,
-        scope: &str,
-        resource: Option<&str>,
-    ) -> u64 {
+    pub(crate) fn create_grant(&mut self, client_id: &str, account: &str, scope: &str, resource: Option<&str>) -> u64 {
         self.next_grant_id += 1;
         let id = self.next_grant_id;
         self.grants.insert(
@@ -166,12 +160,7 @@ impl Store {
     }
 
     /// Mints an access token (and a refresh token when asked) for a grant.
-    pub(crate) fn issue_tokens(
-        &mut self,
-        grant_id: u64,
-        ttl: Duration,
-        with_refresh: bool,
-    ) -> IssuedTokens {
+    pub(crate) fn issue_tokens(&mut self, grant_id: u64, ttl: Duration, with_refresh: bool) -> IssuedTokens {
         self.purge_expired();
         let access_token = random_token("demo_at_");
         self.access_tokens.insert(

@@ -63,11 +63,7 @@ fn authorize_query<'a>(client_id: &'a str, challenge: &'a str) -> Vec<(&'a str, 
 }
 
 /// GET /authorize and the page's hidden fields.
-async fn open_page(
-    demo: &DemoUpstream,
-    http: &reqwest::Client,
-    query: &[(&str, &str)],
-) -> Vec<(String, String)> {
+async fn open_page(demo: &DemoUpstream, http: &reqwest::Client, query: &[(&str, &str)]) -> Vec<(String, String)> {
     let response = http
         .get(format!("{}/authorize", demo.base_url()))
         .query(query)
@@ -75,10 +71,12 @@ async fn open_page(
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let csp = response.headers()["content-security-policy"]
-        .to_str()
-        .unwrap();
-    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let csp = response.headers()["content-security-policy"].to_str().unwrap();
+    assert_eq!(
+        csp,
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http://127.0.0.1:9; \
+         frame-ancestors 'none'"
+    );
     assert_eq!(response.headers()["x-frame-options"], "DENY");
     hidden_fields(&response.text().await.unwrap())
 }
@@ -108,11 +106,7 @@ fn location_params(response: &reqwest::Response) -> (url::Url, Params) {
 }
 
 /// Register → consent page → Allow, returning (client_id, code, verifier).
-async fn authorized_code(
-    demo: &DemoUpstream,
-    http: &reqwest::Client,
-    account: &str,
-) -> (String, String, String) {
+async fn authorized_code(demo: &DemoUpstream, http: &reqwest::Client, account: &str) -> (String, String, String) {
     let client_id = register_public(demo, http).await;
     let (verifier, challenge) = pkce();
     let fields = open_page(demo, http, &authorize_query(&client_id, &challenge)).await;
@@ -125,11 +119,7 @@ async fn authorized_code(
     (client_id, params["code"].clone(), verifier)
 }
 
-async fn token(
-    demo: &DemoUpstream,
-    http: &reqwest::Client,
-    form: &[(&str, &str)],
-) -> reqwest::Response {
+async fn token(demo: &DemoUpstream, http: &reqwest::Client, form: &[(&str, &str)]) -> reqwest::Response {
     http.post(format!("{}/token", demo.base_url()))
         .form(form)
         .send()
@@ -137,13 +127,7 @@ async fn token(
         .unwrap()
 }
 
-async fn exchange(
-    demo: &DemoUpstream,
-    http: &reqwest::Client,
-    client_id: &str,
-    code: &str,
-    verifier: &str,
-) -> reqwest::Response {
+async fn exchange(demo: &DemoUpstream, http: &reqwest::Client, client_id: &str, code: &str, verifier: &str) -> reqwest::Response {
     token(
         demo,
         http,
@@ -173,12 +157,7 @@ async fn assert_oauth_error(response: reqwest::Response, status: StatusCode, err
     assert_eq!(body["error"], error, "{body}");
 }
 
-async fn mcp_raw(
-    demo: &DemoUpstream,
-    http: &reqwest::Client,
-    token: Option<&str>,
-    body: &str,
-) -> reqwest::Response {
+async fn mcp_raw(demo: &DemoUpstream, http: &reqwest::Client, token: Option<&str>, body: &str) -> reqwest::Response {
     let mut request = http
         .post(demo.mcp_url())
         .header("content-type", "application/json")
@@ -225,10 +204,7 @@ async fn metadata_documents_describe_the_endpoints() {
         .await
         .unwrap();
     assert_eq!(server["issuer"], base);
-    assert_eq!(
-        server["authorization_endpoint"],
-        format!("{base}/authorize")
-    );
+    assert_eq!(server["authorization_endpoint"], format!("{base}/authorize"));
     assert_eq!(server["token_endpoint"], format!("{base}/token"));
     assert_eq!(server["registration_endpoint"], format!("{base}/register"));
     assert_eq!(server["revocation_endpoint"], format!("{base}/revoke"));
@@ -242,32 +218,16 @@ async fn metadata_documents_describe_the_endpoints() {
         server["token_endpoint_auth_methods_supported"],
         json!(["none", "client_secret_post", "client_secret_basic"])
     );
-    assert_eq!(
-        server["scopes_supported"],
-        json!(["notes.read", "notes.write"])
-    );
-    assert_eq!(
-        server["authorization_response_iss_parameter_supported"],
-        true
-    );
+    assert_eq!(server["scopes_supported"], json!(["notes.read", "notes.write"]));
+    assert_eq!(server["authorization_response_iss_parameter_supported"], true);
     for path in [
         "/.well-known/oauth-protected-resource/mcp",
         "/.well-known/oauth-protected-resource",
     ] {
-        let resource: Value = http
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let resource: Value = http.get(format!("{base}{path}")).send().await.unwrap().json().await.unwrap();
         assert_eq!(resource["resource"], demo.mcp_url());
         assert_eq!(resource["authorization_servers"], json!([base]));
-        assert_eq!(
-            resource["scopes_supported"],
-            json!(["notes.read", "notes.write"])
-        );
+        assert_eq!(resource["scopes_supported"], json!(["notes.read", "notes.write"]));
         assert_eq!(resource["bearer_methods_supported"], json!(["header"]));
     }
 }
@@ -294,20 +254,11 @@ async fn full_flow_reaches_whoami_as_the_account() {
         .text()
         .await
         .unwrap();
-    eprintln!("PAGE<<{page}>>");
     assert!(page.contains("Sign in to Demo Notes"));
-    assert!(
-        page.contains("Test &#60;App&#62;"),
-        "client name is escaped"
-    );
+    assert!(page.contains("Test &#60;App&#62;"), "client name is escaped");
     assert!(page.contains("notes.read") && !page.contains("notes.write"));
     let fields = hidden_fields(&page);
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
+    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     assert_eq!(field("state").as_deref(), Some("st&te=1"));
     assert_eq!(field("resource"), Some(mcp_url.clone()));
     assert!(field("csrf").is_some());
@@ -368,26 +319,15 @@ async fn code_replay_is_invalid_grant_and_revokes_its_tokens() {
         .unwrap();
     let access = first["access_token"].as_str().unwrap();
     assert_eq!(
-        mcp_raw(
-            &demo,
-            &http,
-            Some(access),
-            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
-        )
-        .await
-        .status(),
+        mcp_raw(&demo, &http, Some(access), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .await
+            .status(),
         StatusCode::OK
     );
 
     let replay = exchange(&demo, &http, &client_id, &code, &verifier).await;
     assert_oauth_error(replay, StatusCode::BAD_REQUEST, "invalid_grant").await;
-    let after = mcp_raw(
-        &demo,
-        &http,
-        Some(access),
-        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-    )
-    .await;
+    let after = mcp_raw(&demo, &http, Some(access), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -421,26 +361,10 @@ async fn refresh_rotates_and_refuses_the_old_token() {
     assert_eq!(demo.stats().refreshes(), 1);
 
     // The rotated-out token is refused, and its reuse ends the family.
-    assert_oauth_error(
-        refresh(old.to_owned()).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_grant",
-    )
-    .await;
-    assert_oauth_error(
-        refresh(new.to_owned()).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_grant",
-    )
-    .await;
+    assert_oauth_error(refresh(old.to_owned()).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert_oauth_error(refresh(new.to_owned()).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
     let access = second["access_token"].as_str().unwrap();
-    let response = mcp_raw(
-        &demo,
-        &http,
-        Some(access),
-        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-    )
-    .await;
+    let response = mcp_raw(&demo, &http, Some(access), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -502,12 +426,7 @@ async fn unknown_client_or_redirect_gets_an_error_page() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert!(response.headers().get(LOCATION).is_none());
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/html")
-        );
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     }
 }
 
@@ -569,21 +488,10 @@ async fn consent_form_checks_its_csrf_token_and_fields() {
 
     let forged: Vec<_> = fields
         .iter()
-        .map(|(n, v)| {
-            (
-                n.clone(),
-                if n == "csrf" {
-                    "demo_csrf_forged".into()
-                } else {
-                    v.clone()
-                },
-            )
-        })
+        .map(|(n, v)| (n.clone(), if n == "csrf" { "demo_csrf_forged".into() } else { v.clone() }))
         .collect();
     assert_eq!(
-        decide(&demo, &http, &forged, "alice", "allow")
-            .await
-            .status(),
+        decide(&demo, &http, &forged, "alice", "allow").await.status(),
         StatusCode::BAD_REQUEST
     );
 
@@ -601,9 +509,7 @@ async fn consent_form_checks_its_csrf_token_and_fields() {
         })
         .collect();
     assert_eq!(
-        decide(&demo, &http, &tampered, "alice", "allow")
-            .await
-            .status(),
+        decide(&demo, &http, &tampered, "alice", "allow").await.status(),
         StatusCode::BAD_REQUEST
     );
 
@@ -612,15 +518,11 @@ async fn consent_form_checks_its_csrf_token_and_fields() {
     assert_eq!(retry.status(), StatusCode::BAD_REQUEST);
     assert!(retry.text().await.unwrap().contains("account name"));
     assert_eq!(
-        decide(&demo, &http, &fields, "alice", "allow")
-            .await
-            .status(),
+        decide(&demo, &http, &fields, "alice", "allow").await.status(),
         StatusCode::SEE_OTHER
     );
     assert_eq!(
-        decide(&demo, &http, &fields, "alice", "allow")
-            .await
-            .status(),
+        decide(&demo, &http, &fields, "alice", "allow").await.status(),
         StatusCode::BAD_REQUEST
     );
 }
@@ -632,10 +534,7 @@ async fn mcp_without_token_is_401_with_resource_metadata() {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     let response = mcp_raw(&demo, &http, None, body).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        response.headers()[WWW_AUTHENTICATE],
-        resource_challenge(&demo).as_str()
-    );
+    assert_eq!(response.headers()[WWW_AUTHENTICATE], resource_challenge(&demo).as_str());
 
     let response = mcp_raw(&demo, &http, Some("demo_at_made_up"), body).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -655,10 +554,7 @@ async fn revoked_and_expired_tokens_are_401() {
     // Revoking the refresh token ends the grant's access tokens too.
     let (client_id, body) = tokens(&demo, &http, "alice").await;
     let access = body["access_token"].as_str().unwrap();
-    assert_eq!(
-        mcp_raw(&demo, &http, Some(access), ping).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(mcp_raw(&demo, &http, Some(access), ping).await.status(), StatusCode::OK);
     let response = http
         .post(format!("{}/revoke", demo.base_url()))
         .form(&[
@@ -712,10 +608,7 @@ async fn revoked_and_expired_tokens_are_401() {
     .await
     .unwrap();
     let access = refreshed["access_token"].as_str().unwrap();
-    assert_eq!(
-        mcp_raw(&demo, &http, Some(access), ping).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(mcp_raw(&demo, &http, Some(access), ping).await.status(), StatusCode::OK);
     demo.revoke_all();
     assert_eq!(
         mcp_raw(&demo, &http, Some(access), ping).await.status(),
@@ -750,12 +643,7 @@ async fn confidential_clients_authenticate_as_registered() {
         .send()
         .await
         .unwrap();
-    assert!(
-        wrong.headers()[WWW_AUTHENTICATE]
-            .to_str()
-            .unwrap()
-            .starts_with("Basic")
-    );
+    assert!(wrong.headers()[WWW_AUTHENTICATE].to_str().unwrap().starts_with("Basic"));
     assert_oauth_error(wrong, StatusCode::UNAUTHORIZED, "invalid_client").await;
     let as_public = token(&demo, &http, &[&form[..], &[("client_id", id)]].concat()).await;
     assert_oauth_error(as_public, StatusCode::UNAUTHORIZED, "invalid_client").await;
@@ -767,13 +655,7 @@ async fn confidential_clients_authenticate_as_registered() {
     .await;
     assert_oauth_error(as_post, StatusCode::UNAUTHORIZED, "invalid_client").await;
 
-    let ok = http
-        .post(&url)
-        .basic_auth(id, Some(secret))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let ok = http.post(&url).basic_auth(id, Some(secret)).form(&form).send().await.unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
 
     let post = register(
@@ -801,14 +683,8 @@ async fn registration_rejects_bad_metadata() {
     let http = http();
     let cases = [
         (json!({}), "invalid_redirect_uri"),
-        (
-            json!({ "redirect_uris": ["not a url"] }),
-            "invalid_redirect_uri",
-        ),
-        (
-            json!({ "redirect_uris": ["ftp://example.com/cb"] }),
-            "invalid_redirect_uri",
-        ),
+        (json!({ "redirect_uris": ["not a url"] }), "invalid_redirect_uri"),
+        (json!({ "redirect_uris": ["ftp://example.com/cb"] }), "invalid_redirect_uri"),
         (
             json!({ "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt" }),
             "invalid_client_metadata",
@@ -827,7 +703,12 @@ async fn registration_rejects_bad_metadata() {
             .unwrap();
         assert_oauth_error(response, StatusCode::BAD_REQUEST, error).await;
     }
-    let public = register(&demo, &http, json!({ "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "client_name": "x" })).await;
+    let public = register(
+        &demo,
+        &http,
+        json!({ "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "client_name": "x" }),
+    )
+    .await;
     assert!(public.get("client_secret").is_none());
     assert_eq!(public["client_name"], "x");
     assert_eq!(public["redirect_uris"], json!([REDIRECT]));
@@ -841,8 +722,14 @@ async fn mcp_speaks_streamable_http_json_rpc() {
     let (_, body) = tokens(&demo, &http, "alice").await;
     let at = body["access_token"].as_str().unwrap();
 
-    let init = mcp(&demo, &http, at, json!({ "jsonrpc": "2.0", "id": "i", "method": "initialize",
-        "params": { "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "t", "version": "1" } } })).await;
+    let init = mcp(
+        &demo,
+        &http,
+        at,
+        json!({ "jsonrpc": "2.0", "id": "i", "method": "initialize",
+        "params": { "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "t", "version": "1" } } }),
+    )
+    .await;
     assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
     assert_eq!(init["result"]["capabilities"], json!({ "tools": {} }));
     assert_eq!(init["result"]["serverInfo"]["name"], "gatehouse-demo");
@@ -857,22 +744,10 @@ async fn mcp_speaks_streamable_http_json_rpc() {
     assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
 
     assert_eq!(
-        mcp(
-            &demo,
-            &http,
-            at,
-            json!({ "jsonrpc": "2.0", "id": 2, "method": "ping" })
-        )
-        .await["result"],
+        mcp(&demo, &http, at, json!({ "jsonrpc": "2.0", "id": 2, "method": "ping" })).await["result"],
         json!({})
     );
-    let list = mcp(
-        &demo,
-        &http,
-        at,
-        json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/list" }),
-    )
-    .await;
+    let list = mcp(&demo, &http, at, json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/list" })).await;
     let names: Vec<_> = list["result"]["tools"]
         .as_array()
         .unwrap()
@@ -885,12 +760,7 @@ async fn mcp_speaks_streamable_http_json_rpc() {
         assert_eq!(tool["inputSchema"]["type"], "object");
     }
 
-    let text = |v: &Value| {
-        v["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let text = |v: &Value| v["result"]["content"][0]["text"].as_str().unwrap().to_owned();
     assert_eq!(
         text(&mcp(&demo, &http, at, call("echo", json!({ "text": "hi" }))).await),
         "hi"
@@ -925,33 +795,15 @@ async fn mcp_speaks_streamable_http_json_rpc() {
     .await;
     assert_eq!(notification.status(), StatusCode::ACCEPTED);
     assert!(notification.text().await.unwrap().is_empty());
-    let response = mcp_raw(
-        &demo,
-        &http,
-        Some(at),
-        r#"{"jsonrpc":"2.0","id":9,"result":{}}"#,
-    )
-    .await;
+    let response = mcp_raw(&demo, &http, Some(at), r#"{"jsonrpc":"2.0","id":9,"result":{}}"#).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 
     let parse = mcp_raw(&demo, &http, Some(at), "{not json").await;
     assert_eq!(parse.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        parse.json::<Value>().await.unwrap()["error"]["code"],
-        -32700
-    );
-    let batch = mcp_raw(
-        &demo,
-        &http,
-        Some(at),
-        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
-    )
-    .await;
+    assert_eq!(parse.json::<Value>().await.unwrap()["error"]["code"], -32700);
+    let batch = mcp_raw(&demo, &http, Some(at), r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#).await;
     assert_eq!(batch.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        batch.json::<Value>().await.unwrap()["error"]["code"],
-        -32600
-    );
+    assert_eq!(batch.json::<Value>().await.unwrap()["error"]["code"], -32600);
 
     let discover = mcp_raw(
         &demo,
@@ -964,12 +816,7 @@ async fn mcp_speaks_streamable_http_json_rpc() {
     assert!(discover.text().await.unwrap().is_empty());
 
     for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
-        let response = http
-            .request(method, demo.mcp_url())
-            .bearer_auth(at)
-            .send()
-            .await
-            .unwrap();
+        let response = http.request(method, demo.mcp_url()).bearer_auth(at).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
     let response = http
@@ -999,10 +846,7 @@ async fn mcp_requests_are_recorded_with_their_headers() {
     let recorded = demo.stats().recorded_requests();
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].method, "POST");
-    assert_eq!(
-        recorded[0].header("Authorization"),
-        Some("Bearer gh_gatehouse_token")
-    );
+    assert_eq!(recorded[0].header("Authorization"), Some("Bearer gh_gatehouse_token"));
     assert!(recorded[0].body.contains("ping"));
     assert!(demo.stats().any_header_contains("gh_gatehouse_token"));
     assert!(!demo.stats().any_header_contains("something else"));
@@ -1048,10 +892,7 @@ fn hidden_fields_decode_entities() {
         <input type="text" name="account" value="x"><input type="hidden" name="csrf" value="t"></form>"#;
     assert_eq!(
         hidden_fields(html),
-        vec![
-            ("state".into(), "a&b\"c".into()),
-            ("csrf".into(), "t".into())
-        ]
+        vec![("state".into(), "a&b\"c".into()), ("csrf".into(), "t".into())]
     );
 }
 

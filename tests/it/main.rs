@@ -1,1 +1,15 @@
+//! Gatehouse's end-to-end tests: one binary, real servers on port 0, a fresh
+//! database per test (SQLite file, or a PostgreSQL schema).
+//!
+//! `TEST_LOG=1` shows the servers' logs. With `CI=true`, store tests fail when
+//! PostgreSQL is unreachable instead of skipping it.
 
+mod support;
+
+mod admin;
+mod cli;
+mod grpc_server;
+mod store;
+mod tidy;
+mod up;
+mod vault;

@@ -25,9 +25,7 @@ impl Admin {
     }
 
     async fn audit<T>(&self, request: &Request<T>, action: &str, target: &str, detail: String) {
-        let actor = Caller::of(request)
-            .map(|c| format!("admin:{}", c.name))
-            .unwrap_or_default();
+        let actor = Caller::of(request).map(|c| format!("admin:{}", c.name)).unwrap_or_default();
         audit::record(
             &self.core,
             NewAuditEvent {
@@ -44,14 +42,10 @@ impl Admin {
 
 #[tonic::async_trait]
 impl AdminService for Admin {
-    async fn create_mcp_server(
-        &self,
-        request: Request<pb::CreateMcpServerRequest>,
-    ) -> Result<Response<pb::McpServer>, Status> {
+    async fn create_mcp_server(&self, request: Request<pb::CreateMcpServerRequest>) -> Result<Response<pb::McpServer>, Status> {
         let server = server_from_pb(request.get_ref().server.clone())?;
         let created = mcp_servers::create(&self.core, server).await?;
-        self.audit(&request, "mcp_server.create", &created.name, String::new())
-            .await;
+        self.audit(&request, "mcp_server.create", &created.name, String::new()).await;
         Ok(Response::new(server_to_pb(created)))
     }
 
@@ -65,22 +59,15 @@ impl AdminService for Admin {
         }))
     }
 
-    async fn get_mcp_server(
-        &self,
-        request: Request<pb::GetMcpServerRequest>,
-    ) -> Result<Response<pb::McpServer>, Status> {
+    async fn get_mcp_server(&self, request: Request<pb::GetMcpServerRequest>) -> Result<Response<pb::McpServer>, Status> {
         let server = mcp_servers::get(&self.core, &request.get_ref().name).await?;
         Ok(Response::new(server_to_pb(server)))
     }
 
-    async fn update_mcp_server(
-        &self,
-        request: Request<pb::UpdateMcpServerRequest>,
-    ) -> Result<Response<pb::McpServer>, Status> {
+    async fn update_mcp_server(&self, request: Request<pb::UpdateMcpServerRequest>) -> Result<Response<pb::McpServer>, Status> {
         let server = server_from_pb(request.get_ref().server.clone())?;
         let updated = mcp_servers::update(&self.core, server).await?;
-        self.audit(&request, "mcp_server.update", &updated.name, String::new())
-            .await;
+        self.audit(&request, "mcp_server.update", &updated.name, String::new()).await;
         Ok(Response::new(server_to_pb(updated)))
     }
 
@@ -97,9 +84,7 @@ impl AdminService for Admin {
             serde_json::json!({ "connections_deleted": connections_deleted }).to_string(),
         )
         .await;
-        Ok(Response::new(pb::DeleteMcpServerResponse {
-            connections_deleted,
-        }))
+        Ok(Response::new(pb::DeleteMcpServerResponse { connections_deleted }))
     }
 
     async fn create_virtual_key(
@@ -107,8 +92,7 @@ impl AdminService for Admin {
         request: Request<pb::CreateVirtualKeyRequest>,
     ) -> Result<Response<pb::CreateVirtualKeyResponse>, Status> {
         let (key, secret) = virtual_keys::create(&self.core, &request.get_ref().name).await?;
-        self.audit(&request, "virtual_key.create", &key.id, String::new())
-            .await;
+        self.audit(&request, "virtual_key.create", &key.id, String::new()).await;
         Ok(Response::new(pb::CreateVirtualKeyResponse {
             key: Some(key_to_pb(key)),
             secret: secret.expose().to_string(),
@@ -119,11 +103,7 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ListVirtualKeysRequest>,
     ) -> Result<Response<pb::ListVirtualKeysResponse>, Status> {
-        let keys = self
-            .core
-            .store
-            .list_virtual_keys(request.get_ref().include_revoked)
-            .await?;
+        let keys = self.core.store.list_virtual_keys(request.get_ref().include_revoked).await?;
         Ok(Response::new(pb::ListVirtualKeysResponse {
             keys: keys.into_iter().map(key_to_pb).collect(),
         }))
@@ -134,8 +114,7 @@ impl AdminService for Admin {
         request: Request<pb::RevokeVirtualKeyRequest>,
     ) -> Result<Response<pb::VirtualKey>, Status> {
         let key = virtual_keys::revoke(&self.core, &request.get_ref().id).await?;
-        self.audit(&request, "virtual_key.revoke", &key.id, String::new())
-            .await;
+        self.audit(&request, "virtual_key.revoke", &key.id, String::new()).await;
         Ok(Response::new(key_to_pb(key)))
     }
 
@@ -226,16 +205,8 @@ impl AdminService for Admin {
 // === Conversions between pb and domain values ===
 
 fn server_from_pb(server: Option<pb::McpServer>) -> Result<McpServer, Status> {
-    let s = server.ok_or_else(|| {
-        refusal(
-            Code::InvalidArgument,
-            ErrorReason::InvalidRequest,
-            "server is required",
-        )
-    })?;
-    let auth_mode = match pb::UpstreamAuthMode::try_from(s.auth_mode)
-        .unwrap_or(pb::UpstreamAuthMode::Unspecified)
-    {
+    let s = server.ok_or_else(|| refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, "server is required"))?;
+    let auth_mode = match pb::UpstreamAuthMode::try_from(s.auth_mode).unwrap_or(pb::UpstreamAuthMode::Unspecified) {
         pb::UpstreamAuthMode::Unspecified | pb::UpstreamAuthMode::None => AuthMode::None,
         pb::UpstreamAuthMode::StaticHeaders => AuthMode::StaticHeaders,
         pb::UpstreamAuthMode::Oauth => AuthMode::Oauth,

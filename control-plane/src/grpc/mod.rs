@@ -102,15 +102,10 @@ impl Interceptor for Authenticator {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                Status::unauthenticated("missing service credential (authorization: Bearer …)")
-            })?;
+            .ok_or_else(|| Status::unauthenticated("missing service credential (authorization: Bearer …)"))?;
         let presented_hash = secret::hash(presented).into_bytes();
         let mut found = None;
         for (hash, caller) in self.callers.iter() {
@@ -139,9 +134,7 @@ impl Interceptor for Authenticator {
 pub fn router(core: Arc<Core>) -> Result<Router, StartError> {
     let mut builder = Server::builder();
     if let Some(tls) = &core.config.tls {
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| StartError::Tls(format!("{}: {e}", path.display())))
-        };
+        let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| StartError::Tls(format!("{}: {e}", path.display())));
         let identity = Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
         builder = builder
             .tls_config(ServerTlsConfig::new().identity(identity))
@@ -162,29 +155,17 @@ pub fn router(core: Arc<Core>) -> Result<Router, StartError> {
         .build_v1alpha()
         .map_err(|e| StartError::Tls(format!("reflection: {e}")))?;
 
-    let admin = AdminServiceServer::with_interceptor(
-        admin::Admin::new(core.clone()),
-        Authenticator::new(&core, &[Role::Admin]),
-    );
-    let flow = FlowServiceServer::with_interceptor(
-        flow::Flow::new(core.clone()),
-        Authenticator::new(&core, &[Role::DataPlane]),
-    );
+    let admin = AdminServiceServer::with_interceptor(admin::Admin::new(core.clone()), Authenticator::new(&core, &[Role::Admin]));
+    let flow = FlowServiceServer::with_interceptor(flow::Flow::new(core.clone()), Authenticator::new(&core, &[Role::DataPlane]));
     let token = TokenServiceServer::with_interceptor(
         token::Token::new(core.clone()),
         Authenticator::new(&core, &[Role::DataPlane, Role::TokenReader]),
     );
 
     tokio::spawn(async move {
-        health_reporter
-            .set_serving::<AdminServiceServer<admin::Admin>>()
-            .await;
-        health_reporter
-            .set_serving::<FlowServiceServer<flow::Flow>>()
-            .await;
-        health_reporter
-            .set_serving::<TokenServiceServer<token::Token>>()
-            .await;
+        health_reporter.set_serving::<AdminServiceServer<admin::Admin>>().await;
+        health_reporter.set_serving::<FlowServiceServer<flow::Flow>>().await;
+        health_reporter.set_serving::<TokenServiceServer<token::Token>>().await;
     });
 
     Ok(builder
@@ -198,8 +179,5 @@ pub fn router(core: Arc<Core>) -> Result<Router, StartError> {
 
 /// The caller's network address, for the audit log.
 pub(crate) fn remote_addr<T>(request: &Request<T>) -> String {
-    request
-        .remote_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default()
+    request.remote_addr().map(|a| a.to_string()).unwrap_or_default()
 }

@@ -55,19 +55,13 @@ impl From<VaultError> for Status {
 impl From<RegistryError> for Status {
     fn from(err: RegistryError) -> Self {
         match err {
-            RegistryError::Invalid(e @ McpServerError::AlreadyExists(_)) => refusal(
-                Code::AlreadyExists,
-                ErrorReason::AlreadyExists,
-                e.to_string(),
-            ),
+            RegistryError::Invalid(e @ McpServerError::AlreadyExists(_)) => {
+                refusal(Code::AlreadyExists, ErrorReason::AlreadyExists, e.to_string())
+            }
             RegistryError::Invalid(e @ McpServerError::NotFound(_)) => {
                 refusal(Code::NotFound, ErrorReason::NotFound, e.to_string())
             }
-            RegistryError::Invalid(e) => refusal(
-                Code::InvalidArgument,
-                ErrorReason::InvalidRequest,
-                e.to_string(),
-            ),
+            RegistryError::Invalid(e) => refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, e.to_string()),
             RegistryError::Store(e) => e.into(),
         }
     }
@@ -76,14 +70,8 @@ impl From<RegistryError> for Status {
 impl From<VirtualKeyError> for Status {
     fn from(err: VirtualKeyError) -> Self {
         match err {
-            VirtualKeyError::InvalidName => refusal(
-                Code::InvalidArgument,
-                ErrorReason::InvalidRequest,
-                err.to_string(),
-            ),
-            VirtualKeyError::NotFound(_) => {
-                refusal(Code::NotFound, ErrorReason::NotFound, err.to_string())
-            }
+            VirtualKeyError::InvalidName => refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, err.to_string()),
+            VirtualKeyError::NotFound(_) => refusal(Code::NotFound, ErrorReason::NotFound, err.to_string()),
             VirtualKeyError::Store(e) => e.into(),
         }
     }

@@ -41,11 +41,7 @@ pub struct AuditQuery {
 
 impl Store {
     /// Appends an event.
-    pub async fn append_audit(
-        &self,
-        event: NewAuditEvent<'_>,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn append_audit(&self, event: NewAuditEvent<'_>, at_ms: i64) -> Result<(), StoreError> {
         let detail = if event.detail.is_empty() {
             "{}".to_string()
         } else {
@@ -104,8 +100,5 @@ impl Store {
 }
 
 fn escape_like(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }

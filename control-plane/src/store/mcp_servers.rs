@@ -10,12 +10,7 @@ const COLUMNS: &str = "name, settings, source, created_at, updated_at";
 
 impl Store {
     /// Inserts a new entry; `Ok(false)` when the name is taken.
-    pub async fn insert_mcp_server(
-        &self,
-        server: &McpServer,
-        source: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    pub async fn insert_mcp_server(&self, server: &McpServer, source: &str, now: i64) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "INSERT INTO mcp_servers (name, display_name, url, auth_mode, settings, source, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
@@ -37,12 +32,7 @@ impl Store {
     }
 
     /// Inserts or replaces an entry seeded from the config file.
-    pub async fn upsert_mcp_server(
-        &self,
-        server: &McpServer,
-        source: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn upsert_mcp_server(&self, server: &McpServer, source: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO mcp_servers (name, display_name, url, auth_mode, settings, source, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
@@ -62,11 +52,7 @@ impl Store {
     }
 
     /// Replaces an existing entry's settings; `Ok(false)` when it does not exist.
-    pub async fn update_mcp_server(
-        &self,
-        server: &McpServer,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    pub async fn update_mcp_server(&self, server: &McpServer, now: i64) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "UPDATE mcp_servers SET display_name = $2, url = $3, auth_mode = $4, settings = $5, source = 'admin', updated_at = $6
              WHERE name = $1",
@@ -95,9 +81,7 @@ impl Store {
     /// Every entry, by name.
     pub async fn list_mcp_servers(&self) -> Result<Vec<McpServer>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM mcp_servers ORDER BY name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.pool()).await?;
         rows.iter().map(from_row).collect()
     }
 

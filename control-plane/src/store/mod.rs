@@ -79,18 +79,10 @@ impl Store {
             // block the writer and concurrent writers wait instead of failing.
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    sqlx::query("PRAGMA journal_mode = WAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA busy_timeout = 10000")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA foreign_keys = ON")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL")
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
                     Ok(())
                 })
             });
@@ -127,12 +119,11 @@ impl Store {
 
 /// Creates the directory of a `sqlite:` file URL, so a fresh data directory works.
 fn ensure_sqlite_parent_dir(url: &str) {
-    if let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_str(url) {
-        if let Some(parent) = options.get_filename().parent() {
-            if !parent.as_os_str().is_empty() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-        }
+    if let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        && let Some(parent) = options.get_filename().parent()
+        && !parent.as_os_str().is_empty()
+    {
+        let _ = std::fs::create_dir_all(parent);
     }
 }
 

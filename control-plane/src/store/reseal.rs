@@ -52,13 +52,7 @@ const SEALED_TABLES: &[SealedTable] = &[
 
 /// The associated data for a value of a sealed table (the one definition the
 /// write paths and re-sealing share for tables without their own module helper).
-pub fn aad<'a>(
-    table: &'static str,
-    field: &'static str,
-    row_id: &'a str,
-    owner: &'a str,
-    service: &'a str,
-) -> Aad<'a> {
+pub fn aad<'a>(table: &'static str, field: &'static str, row_id: &'a str, owner: &'a str, service: &'a str) -> Aad<'a> {
     Aad {
         table,
         field,
@@ -166,10 +160,7 @@ impl Store {
                 "SELECT key_id, COUNT(*) AS n FROM {} WHERE key_id IS NOT NULL GROUP BY key_id",
                 t.table
             );
-            for row in sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(self.pool())
-                .await?
-            {
+            for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.pool()).await? {
                 let key_id = get_str(&row, "key_id")?;
                 let n = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
                 match counts.iter_mut().find(|(k, _)| *k == key_id) {

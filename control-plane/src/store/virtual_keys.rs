@@ -29,18 +29,16 @@ const COLUMNS: &str = "id, name, prefix, identity_id, created_at, revoked_at";
 
 impl Store {
     /// Creates the key and its identity in one transaction.
-    pub async fn insert_virtual_key(
-        &self,
-        key: &NewVirtualKey<'_>,
-        now: i64,
-    ) -> Result<VirtualKeyRow, StoreError> {
+    pub async fn insert_virtual_key(&self, key: &NewVirtualKey<'_>, now: i64) -> Result<VirtualKeyRow, StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("INSERT INTO identities (id, kind, display_name, subject, created_at) VALUES ($1, 'virtual_key', $2, NULL, $3)")
-            .bind(key.identity_id)
-            .bind(key.name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO identities (id, kind, display_name, subject, created_at) VALUES ($1, 'virtual_key', $2, NULL, $3)",
+        )
+        .bind(key.identity_id)
+        .bind(key.name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO virtual_keys (id, name, secret_hash, prefix, identity_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -64,13 +62,9 @@ impl Store {
     }
 
     /// Keys, newest first.
-    pub async fn list_virtual_keys(
-        &self,
-        include_revoked: bool,
-    ) -> Result<Vec<VirtualKeyRow>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM virtual_keys WHERE ($1 = 1 OR revoked_at IS NULL) ORDER BY created_at DESC, id DESC"
-        );
+    pub async fn list_virtual_keys(&self, include_revoked: bool) -> Result<Vec<VirtualKeyRow>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM virtual_keys WHERE ($1 = 1 OR revoked_at IS NULL) ORDER BY created_at DESC, id DESC");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(i64::from(include_revoked))
             .fetch_all(self.pool())
@@ -79,13 +73,8 @@ impl Store {
     }
 
     /// The unrevoked key with this secret hash.
-    pub async fn find_virtual_key_by_hash(
-        &self,
-        secret_hash: &str,
-    ) -> Result<Option<VirtualKeyRow>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM virtual_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
-        );
+    pub async fn find_virtual_key_by_hash(&self, secret_hash: &str) -> Result<Option<VirtualKeyRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM virtual_keys WHERE secret_hash = $1 AND revoked_at IS NULL");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(secret_hash)
             .fetch_optional(self.pool())
@@ -95,11 +84,7 @@ impl Store {
 
     /// Revokes a key, its identity and every grant of that identity, in one
     /// transaction. Returns the key as it now stands, `None` if unknown.
-    pub async fn revoke_virtual_key(
-        &self,
-        id: &str,
-        now: i64,
-    ) -> Result<Option<VirtualKeyRow>, StoreError> {
+    pub async fn revoke_virtual_key(&self, id: &str, now: i64) -> Result<Option<VirtualKeyRow>, StoreError> {
         let mut tx = self.pool().begin().await?;
         let sql = format!("SELECT {COLUMNS} FROM virtual_keys WHERE id = $1");
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -116,13 +101,11 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "UPDATE identities SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-            )
-            .bind(&key.identity_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("UPDATE identities SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(&key.identity_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "UPDATE grants SET revoked_at = $2, revoke_reason = 'virtual_key_revoked' WHERE identity_id = $1 AND revoked_at IS NULL",
             )
