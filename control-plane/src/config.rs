@@ -122,6 +122,9 @@ pub struct ControlPlaneConfig {
     /// Lifetimes.
     #[serde(default)]
     pub lifetimes: Lifetimes,
+    /// Outbound HTTP (metadata documents, upstream OAuth, sign-in).
+    #[serde(default)]
+    pub outbound: crate::outbound::OutboundConfig,
     /// The public base URL of the gateway (the OAuth issuer); filled from the
     /// top-level `public_url`.
     #[serde(skip)]
@@ -140,6 +143,7 @@ impl Default for ControlPlaneConfig {
             callers: Vec::new(),
             tls: None,
             lifetimes: Lifetimes::default(),
+            outbound: crate::outbound::OutboundConfig::default(),
             public_url: String::new(),
             mcp_servers: Vec::new(),
         }

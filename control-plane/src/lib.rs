@@ -9,8 +9,10 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod flows;
 pub mod grpc;
 pub mod mcp_servers;
+pub mod outbound;
 pub mod pb;
 pub mod secret;
 pub mod store;

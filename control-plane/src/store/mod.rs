@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod connections;
+pub mod flows;
 pub mod mcp_servers;
 pub mod reseal;
 pub mod virtual_keys;
