@@ -125,6 +125,14 @@ pub struct ControlPlaneConfig {
     /// Outbound HTTP (metadata documents, upstream OAuth, sign-in).
     #[serde(default)]
     pub outbound: crate::outbound::OutboundConfig,
+    /// MCP clients: redirect-URI policy, pre-registered clients, registration lifetime.
+    #[serde(default)]
+    pub clients: crate::clients::ClientsConfig,
+    /// Whether the data plane may assert a user named by a trusted authenticating
+    /// proxy (`ChooseIdentity.proxy_user`). Off unless a proxy in front of every
+    /// data plane strips and sets that header.
+    #[serde(default)]
+    pub trust_proxy_user: bool,
     /// The public base URL of the gateway (the OAuth issuer); filled from the
     /// top-level `public_url`.
     #[serde(skip)]
@@ -144,6 +152,8 @@ impl Default for ControlPlaneConfig {
             tls: None,
             lifetimes: Lifetimes::default(),
             outbound: crate::outbound::OutboundConfig::default(),
+            clients: crate::clients::ClientsConfig::default(),
+            trust_proxy_user: false,
             public_url: String::new(),
             mcp_servers: Vec::new(),
         }

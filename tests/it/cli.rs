@@ -2,8 +2,7 @@
 //! reflection (no proto files), `vault rotate`, a clean stop on SIGTERM, and a
 //! bad config reported with its key and file.
 //!
-//! grpcurl comes from `.tools/py/bin/grpcurl` (`.ci/run` installs it), `GATEHOUSE_GRPCURL`
-//! or PATH; without it these tests fail under `CI=true` and skip loudly elsewhere.
+//! grpcurl comes from `support::tools::grpcurl`.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
@@ -11,29 +10,6 @@ use std::process::{Child, Command, Stdio};
 
 fn gatehouse() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-}
-
-fn grpcurl() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("GATEHOUSE_GRPCURL") {
-        return Some(PathBuf::from(path));
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/py/bin/grpcurl");
-    if local.exists() {
-        return Some(local);
-    }
-    let on_path = Command::new("grpcurl").arg("-version").output().is_ok();
-    on_path.then(|| PathBuf::from("grpcurl"))
-}
-
-fn grpcurl_or_skip() -> Option<PathBuf> {
-    let found = grpcurl();
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true and grpcurl is missing (.ci/run installs it into .tools/py)");
-        }
-        eprintln!("\n!!!!!!!!!! SKIPPING: grpcurl not found; run .ci/run once or set GATEHOUSE_GRPCURL !!!!!!!!!!\n");
-    }
-    found
 }
 
 /// A running `gatehouse up`, stopped with SIGTERM on drop.
@@ -103,7 +79,7 @@ fn run_grpcurl(grpcurl: &PathBuf, args: &[&str]) -> String {
 
 #[test]
 fn operator_administers_a_fresh_gateway_with_grpcurl() {
-    let Some(grpcurl) = grpcurl_or_skip() else { return };
+    let Some(grpcurl) = crate::support::tools::grpcurl() else { return };
     let dir = tempfile::tempdir().unwrap();
     let running = Running::start(dir.path());
     let grpc = running.grpc.clone();

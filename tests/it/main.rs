@@ -7,8 +7,10 @@
 mod support;
 
 mod admin;
+mod browser;
 mod cli;
 mod grpc_server;
+mod sdk_python;
 mod store;
 mod tidy;
 mod up;

@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod plane;
+pub mod tools;
 
 pub use db::{Backend, TestDb};
 pub use plane::TestControlPlane;
