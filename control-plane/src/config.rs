@@ -133,6 +133,9 @@ pub struct ControlPlaneConfig {
     /// data plane strips and sets that header.
     #[serde(default)]
     pub trust_proxy_user: bool,
+    /// User sign-in at an OpenID Connect provider; absent: no "sign in" choice.
+    #[serde(default)]
+    pub sign_in: Option<crate::sign_in::SignInConfig>,
     /// The public base URL of the gateway (the OAuth issuer); filled from the
     /// top-level `public_url`.
     #[serde(skip)]
@@ -154,6 +157,7 @@ impl Default for ControlPlaneConfig {
             outbound: crate::outbound::OutboundConfig::default(),
             clients: crate::clients::ClientsConfig::default(),
             trust_proxy_user: false,
+            sign_in: None,
             public_url: String::new(),
             mcp_servers: Vec::new(),
         }

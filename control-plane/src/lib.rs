@@ -7,15 +7,24 @@
 //! modules (`mcp_servers`, `virtual_keys`, `audit`) hold the rules.
 
 pub mod audit;
+pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod connect_links;
+pub mod connections;
+pub mod credentials;
 pub mod flows;
+pub mod grants;
 pub mod grpc;
+pub mod identities;
 pub mod mcp_servers;
 pub mod outbound;
 pub mod pb;
 pub mod secret;
+pub mod sign_in;
 pub mod store;
+pub mod sweeper;
+pub mod upstream;
 pub mod vault;
 pub mod virtual_keys;
 
@@ -28,17 +37,21 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::ControlPlaneConfig;
+use crate::outbound::{Outbound, OutboundError};
 use crate::secret::Secret;
 use crate::store::{Store, StoreError};
+use crate::sweeper::Sweeper;
 use crate::vault::{KeySource, Vault, VaultError};
 
 /// Environment variable holding vault keys when no key file is configured.
 pub const VAULT_KEYS_ENV: &str = "GATEHOUSE_VAULT_KEYS";
 
-/// Everything a request handler needs: store, vault, clock and settings.
+/// Everything a request handler needs: store, vault, outbound HTTP, clock and settings.
 pub struct Core {
     pub store: Store,
     pub vault: Vault,
+    /// The guarded HTTP client (metadata documents, upstream OAuth, sign-in).
+    pub outbound: Outbound,
     pub clock: Arc<dyn Clock>,
     pub config: ControlPlaneConfig,
 }
@@ -60,6 +73,8 @@ pub enum StartError {
     Seed { name: String, reason: String },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("outbound HTTP client: {0}")]
+    Outbound(#[from] OutboundError),
     #[error("gRPC listener: {0}")]
     Listener(std::io::Error),
 }
@@ -68,6 +83,7 @@ pub enum StartError {
 pub struct ControlPlane {
     addr: SocketAddr,
     core: Arc<Core>,
+    sweeper: Option<Sweeper>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -83,9 +99,11 @@ impl ControlPlane {
                 url: store::redact_url(&config.database_url),
                 source,
             })?;
+        let outbound = Outbound::new(config.outbound.clone())?;
         let core = Arc::new(Core {
             store,
             vault,
+            outbound,
             clock,
             config,
         });
@@ -97,10 +115,12 @@ impl ControlPlane {
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = rx.await;
         }));
+        let sweeper = Sweeper::start(core.clone());
         tracing::info!(target: "gatehouse::control_plane", %addr, backend = ?core.store.backend(), "control plane serving gRPC");
         Ok(Self {
             addr,
             core,
+            sweeper: Some(sweeper),
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -118,6 +138,9 @@ impl ControlPlane {
 
     /// Stops serving and waits for in-flight calls, then closes the store.
     pub async fn shutdown(mut self) {
+        if let Some(sweeper) = self.sweeper.take() {
+            sweeper.stop().await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -110,6 +110,13 @@ pub struct DataPlaneConfig {
     /// Time limit of one request, in milliseconds.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// A request header set by an authenticating reverse proxy in front of the
+    /// data plane (for example `X-Forwarded-User`). When set and present on a
+    /// request, the identity page offers "Continue as <value>"; the control plane
+    /// decides whether that proxy user is trusted. Leave unset unless a proxy
+    /// strips this header from every client request.
+    #[serde(default)]
+    pub trusted_user_header: Option<String>,
     /// The public base URL (the OAuth issuer); filled from the top-level `public_url`.
     #[serde(skip)]
     pub public_url: String,
@@ -122,6 +129,7 @@ impl Default for DataPlaneConfig {
             control_plane: ControlPlaneClientConfig::default(),
             max_body_bytes: default_max_body_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
+            trusted_user_header: None,
             public_url: String::new(),
         }
     }

@@ -1,18 +1,22 @@
 //! The data plane's only gRPC client: a channel to the control plane (balanced
 //! across every configured address) that presents the data-plane credential
-//! on each call and gives each call a deadline.
+//! on each call and gives each call a deadline. A failed call becomes a
+//! [`CpError`] here, decoded from the status's `ErrorDetail` reason, never from
+//! its message text.
 
 use std::time::Duration;
 
+use prost::Message as _;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
 use crate::config::ControlPlaneClientConfig;
 use crate::pb::flow_service_client::FlowServiceClient;
 use crate::pb::token_service_client::TokenServiceClient;
+use crate::pb::{ErrorDetail, ErrorReason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CpClientError {
@@ -135,5 +139,134 @@ impl ControlPlaneClient {
                 false
             }
         }
+    }
+}
+
+/// Why a control-plane call failed, as the edges decide on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CpError {
+    /// The control plane refused with a reason (`ErrorDetail` in the status).
+    /// `description` is safe to show (the contract says it never holds a secret).
+    #[error("refused ({reason:?}): {description}")]
+    Refused { reason: ErrorReason, description: String },
+    /// No control plane answered in time; retrying later may work.
+    #[error("control plane unavailable")]
+    Unavailable,
+    /// The control plane failed without a reason (INTERNAL, UNIMPLEMENTED, a
+    /// refusal of this data plane's own credential, …). Logged once, here.
+    #[error("control plane failed")]
+    Internal,
+}
+
+impl CpError {
+    /// Decodes `status` from the call `rpc`. A status whose details hold an
+    /// `ErrorDetail` is a refusal with that reason (an unknown reason from a
+    /// newer control plane is kept as `Unspecified`); otherwise only the code
+    /// tells unavailable from failed.
+    pub(crate) fn from_status(status: &Status, rpc: &'static str) -> Self {
+        if !status.details().is_empty()
+            && let Ok(detail) = ErrorDetail::decode(status.details())
+        {
+            let reason = ErrorReason::try_from(detail.reason).unwrap_or(ErrorReason::Unspecified);
+            return CpError::Refused {
+                reason,
+                description: detail.description,
+            };
+        }
+        match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                tracing::warn!(target: "gatehouse::cp_client", rpc, code = ?status.code(), message = status.message(), "control plane unavailable");
+                CpError::Unavailable
+            }
+            code => {
+                // The control plane's messages carry no secret (only error ids), so
+                // they may be logged; the person sees a bland page.
+                tracing::error!(target: "gatehouse::cp_client", rpc, ?code, message = status.message(), "control-plane call failed");
+                CpError::Internal
+            }
+        }
+    }
+}
+
+/// `.cp("Rpc")` on a call's result: the message, or the decoded [`CpError`].
+pub(crate) trait CpResultExt<T> {
+    fn cp(self, rpc: &'static str) -> Result<T, CpError>;
+}
+
+impl<T> CpResultExt<T> for Result<tonic::Response<T>, Status> {
+    fn cp(self, rpc: &'static str) -> Result<T, CpError> {
+        self.map(tonic::Response::into_inner)
+            .map_err(|status| CpError::from_status(&status, rpc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(code: Code, reason: ErrorReason) -> Status {
+        let detail = ErrorDetail {
+            reason: reason as i32,
+            description: "described".into(),
+        };
+        Status::with_details(code, "message text", detail.encode_to_vec().into())
+    }
+
+    #[test]
+    fn a_refusal_is_decided_by_its_reason_not_its_code() {
+        let err = CpError::from_status(&refusal(Code::FailedPrecondition, ErrorReason::Expired), "Test");
+        assert_eq!(
+            err,
+            CpError::Refused {
+                reason: ErrorReason::Expired,
+                description: "described".into()
+            }
+        );
+        // Even an UNAVAILABLE code is a refusal when it names a reason.
+        let err = CpError::from_status(&refusal(Code::Unavailable, ErrorReason::RateLimited), "Test");
+        assert!(matches!(
+            err,
+            CpError::Refused {
+                reason: ErrorReason::RateLimited,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_status_without_detail_is_unavailable_or_internal_by_code() {
+        assert_eq!(
+            CpError::from_status(&Status::unavailable("down"), "Test"),
+            CpError::Unavailable
+        );
+        assert_eq!(
+            CpError::from_status(&Status::deadline_exceeded("slow"), "Test"),
+            CpError::Unavailable
+        );
+        assert_eq!(
+            CpError::from_status(&Status::unimplemented("later"), "Test"),
+            CpError::Internal
+        );
+        assert_eq!(
+            CpError::from_status(&Status::unauthenticated("who"), "Test"),
+            CpError::Internal
+        );
+    }
+
+    #[test]
+    fn an_unknown_reason_from_a_newer_control_plane_is_unspecified() {
+        let detail = ErrorDetail {
+            reason: 9999,
+            description: String::new(),
+        };
+        let status = Status::with_details(Code::InvalidArgument, "x", detail.encode_to_vec().into());
+        let err = CpError::from_status(&status, "Test");
+        assert!(matches!(
+            err,
+            CpError::Refused {
+                reason: ErrorReason::Unspecified,
+                ..
+            }
+        ));
     }
 }

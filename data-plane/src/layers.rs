@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, StatusCode, header};
+use axum::body::Body;
+use axum::http::{HeaderName, Request, StatusCode, header};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -31,7 +32,11 @@ pub fn apply(routes: Router, config: &DataPlaneConfig) -> Router {
         .layer(CatchPanicLayer::new())
         // Order: after the request id exists, so the echo carries it.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http())
+        // The span names the path, never the query: callbacks carry authorization
+        // codes there, and a refused `?access_token=` would otherwise reach the log.
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |request: &Request<Body>| tracing::debug_span!("request", method = %request.method(), path = %request.uri().path()),
+        ))
         // Order: before Trace, so no bearer token or cookie reaches a log line.
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,

@@ -6,9 +6,12 @@
 //! `layers`, the routes in [`router`]. `cp_client` is the only gRPC client.
 
 pub mod config;
+mod consent;
 pub mod cp_client;
 mod health;
 mod layers;
+mod mcp;
+mod oauth;
 mod pb;
 
 use std::net::SocketAddr;
@@ -100,11 +103,16 @@ impl Drop for DataPlane {
     }
 }
 
-/// Every route, inside the shared middleware stack.
+/// Every route, inside the shared middleware stack. Each group brings its own
+/// layers: CORS on the OAuth endpoints, page security headers on the consent
+/// pages and `/authorize`, authentication on `/mcp`.
 pub fn router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
+        .merge(oauth::router())
+        .merge(consent::router())
+        .merge(mcp::router(state.clone()))
         .with_state(state.clone());
     layers::apply(routes, &state.config)
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::pages::{AuthorizePage, ScopeView, consent_page, error_page, scope_description};
 use super::store::{AuthRequest, CODE_TTL, CONSENT_TTL, CodeRecord, MAX_CONSENTS, PendingConsent};
-use super::{Params, SCOPES, Shared, parse_params, random_token, sha256};
+use super::{OIDC_SCOPES, Params, SCOPES, Shared, parse_params, random_token, sha256};
 
 /// Why an authorization request failed, and so how the browser is told.
 enum Failure {
@@ -98,7 +98,7 @@ pub(crate) async fn authorize_decision(
     // no other.
     let expected = form_fields(&request, csrf);
     let tampered = expected.iter().any(|(field, value)| params.get(field) != Some(value))
-        || ["state", "resource"]
+        || ["state", "resource", "nonce"]
             .iter()
             .any(|f| params.contains_key(*f) && !expected.iter().any(|(n, _)| n == f));
     if tampered {
@@ -228,6 +228,10 @@ fn validate_request(shared: &Shared, params: &Params) -> Result<AuthRequest, Fai
         None => SCOPES.join(" "),
         Some(requested) => normalize_scope(requested).ok_or_else(|| fail("invalid_scope", "unknown scope"))?,
     };
+    let nonce = get("nonce").map(str::to_owned);
+    if nonce.as_ref().is_some_and(|n| n.is_empty() || n.len() > 256) {
+        return Err(fail("invalid_request", "nonce must be 1 to 256 characters"));
+    }
     let resource = get("resource").map(str::to_owned);
     if let Some(resource) = &resource
         && *resource != shared.mcp_url()
@@ -241,27 +245,23 @@ fn validate_request(shared: &Shared, params: &Params) -> Result<AuthRequest, Fai
         state,
         resource,
         code_challenge: code_challenge.to_owned(),
+        nonce,
     })
 }
 
-/// Supported scopes of a space-separated list, deduplicated in the server's order; `None` when
-/// one is unknown. An empty list means the default (all).
+/// Supported scopes (the demo's and OpenID Connect's) of a space-separated list, deduplicated
+/// in the server's order; `None` when one is unknown. An empty list means the default (the
+/// demo's scopes).
 pub(crate) fn normalize_scope(requested: &str) -> Option<String> {
     let asked: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
-    if asked.iter().any(|s| !SCOPES.contains(s)) {
+    let known = || OIDC_SCOPES.iter().chain(SCOPES.iter());
+    if asked.iter().any(|s| !known().any(|k| k == s)) {
         return None;
     }
     if asked.is_empty() {
         return Some(SCOPES.join(" "));
     }
-    Some(
-        SCOPES
-            .iter()
-            .filter(|s| asked.contains(s))
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
+    Some(known().filter(|s| asked.contains(s)).copied().collect::<Vec<_>>().join(" "))
 }
 
 fn validate_account(raw: &str) -> Result<String, String> {
@@ -290,6 +290,9 @@ fn form_fields(request: &AuthRequest, csrf: &str) -> Vec<(String, String)> {
     }
     if let Some(resource) = &request.resource {
         fields.push(("resource".to_owned(), resource.clone()));
+    }
+    if let Some(nonce) = &request.nonce {
+        fields.push(("nonce".to_owned(), nonce.clone()));
     }
     fields.push(("csrf".to_owned(), csrf.to_owned()));
     fields

@@ -4,8 +4,10 @@
 //! It is a small but strict OAuth 2.1 authorization server (RFC 8414 metadata, RFC 7591
 //! registration, PKCE S256 only, rotating refresh tokens, RFC 7009 revocation, `iss` in the
 //! authorization response) with a login/consent page, and a Streamable HTTP MCP server at `/mcp`
-//! that accepts only the access tokens this provider issued. `gatehouse up` runs it so a newcomer
-//! can walk the per-user OAuth flow; the test suite uses it as its fixture upstream.
+//! that accepts only the access tokens this provider issued. It is also an OpenID provider: a
+//! request with the `openid` scope gets an ES256-signed ID token (`/jwks`,
+//! `/.well-known/openid-configuration`). `gatehouse up` runs it so a newcomer can walk the
+//! per-user OAuth flow; the test suite uses it as its fixture upstream and sign-in provider.
 //!
 //! The consent page (`GET /authorize`) is a form whose fields a test can read with
 //! [`hidden_fields`]: the hidden request parameters plus `csrf`, a text field `account` and a
@@ -17,6 +19,7 @@
 mod authorize;
 mod mcp;
 mod oauth;
+mod oidc;
 mod pages;
 mod store;
 #[cfg(test)]
@@ -39,8 +42,11 @@ pub use pages::hidden_fields;
 pub use store::TokenEndpointAuthMethod;
 use store::{Client, Store};
 
-/// Scopes the demo provider knows; a request for anything else is `invalid_scope`.
+/// The demo's own scopes; a request for anything but these and [`OIDC_SCOPES`] is `invalid_scope`.
 pub const SCOPES: [&str; 2] = ["notes.read", "notes.write"];
+
+/// OpenID Connect scopes the demo also accepts: `openid` adds an ID token to the code exchange.
+pub const OIDC_SCOPES: [&str; 3] = ["openid", "email", "profile"];
 
 /// The MCP protocol revisions the demo server speaks, oldest first; the last is the default.
 pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
@@ -170,15 +176,18 @@ pub(crate) struct Shared {
     /// Issuer: scheme, host and port, no trailing slash.
     pub(crate) base_url: String,
     pub(crate) stats: Arc<DemoStats>,
+    /// Signs ID tokens (ES256).
+    pub(crate) signing_key: oidc::SigningKey,
     store: Mutex<Store>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: DemoConfig, base_url: String) -> Self {
+    pub(crate) fn new(config: DemoConfig, base_url: String, signing_key: oidc::SigningKey) -> Self {
         Self {
             config,
             base_url,
             stats: Arc::new(DemoStats::default()),
+            signing_key,
             store: Mutex::new(Store::default()),
         }
     }
@@ -205,6 +214,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/.well-known/oauth-authorization-server",
             get(oauth::authorization_server_metadata),
         )
+        .route("/.well-known/openid-configuration", get(oidc::openid_configuration))
+        .route("/jwks", get(oidc::jwks))
         .route(
             "/.well-known/oauth-protected-resource",
             get(oauth::protected_resource_metadata),
@@ -220,7 +231,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/token", post(oauth::token))
         .route("/revoke", post(oauth::revoke))
-        .route("/userinfo", get(oauth::userinfo))
+        .route("/userinfo", get(oauth::userinfo).post(oauth::userinfo_post))
         // `any` so that every method reaches the handler and is recorded and answered there.
         .route("/mcp", any(mcp::handle))
         .with_state(shared)
@@ -252,7 +263,7 @@ impl DemoUpstream {
             "demo base URL must be an http(s) origin without path: {base_url}"
         );
         let base_url = base_url.trim_end_matches('/').to_owned();
-        let shared = Arc::new(Shared::new(config, base_url));
+        let shared = Arc::new(Shared::new(config, base_url, oidc::SigningKey::generate()?));
         let app = router(shared.clone());
         let task = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -302,6 +313,32 @@ impl DemoUpstream {
     /// to exercise a client's handling of transient provider failures.
     pub fn fail_next_token_requests(&self, n: u32) {
         self.shared.store().fail_token_requests = n;
+    }
+
+    /// Test knob: forgets a registered client, as a provider does when a registration expires
+    /// or is deleted; `/token` then answers `invalid_client`. Returns whether it existed.
+    pub fn remove_client(&self, client_id: &str) -> bool {
+        self.shared.store().clients.remove(client_id).is_some()
+    }
+
+    /// Registers a public client for Gatehouse's user sign-in (redirect URI
+    /// `<public_url>/signin/callback`) and returns the control plane's `sign_in` settings that
+    /// use this provider, so `gatehouse up` (and tests) can offer "sign in" against the demo.
+    pub fn sign_in_config(&self, public_url: &str) -> anyhow::Result<gatehouse_control_plane::sign_in::SignInConfig> {
+        let client_id = "gatehouse-sign-in".to_owned();
+        self.add_client(StaticClient {
+            client_id: client_id.clone(),
+            client_secret: None,
+            auth_method: TokenEndpointAuthMethod::None,
+            redirect_uris: vec![format!("{}/signin/callback", public_url.trim_end_matches('/'))],
+            client_name: Some("Gatehouse sign-in".to_owned()),
+        })?;
+        Ok(gatehouse_control_plane::sign_in::SignInConfig {
+            issuer: self.base_url().to_owned(),
+            client_id,
+            display_name: format!("Sign in with {}", self.shared.config.name),
+            ..Default::default()
+        })
     }
 
     /// Registers a client out of band.

@@ -76,7 +76,7 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
 }
 
 /// Discovery documents are public; browser-based clients fetch them cross-origin.
-fn public_json(value: Value) -> Response {
+pub(crate) fn public_json(value: Value) -> Response {
     (
         [(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"))],
         Json(value),
@@ -432,7 +432,19 @@ fn exchange_code(shared: &Shared, client: &AuthenticatedClient, params: &Params)
     );
     drop(store);
     super::DemoStats::bump(&shared.stats.code_exchanges);
-    Ok(token_response(shared, tokens, &request.scope))
+    let mut response = token_response(shared, tokens, &request.scope);
+    // OpenID Connect Core §3.1.3.3: asked for `openid`, the response carries an ID token.
+    if request.scope.split(' ').any(|s| s == "openid") {
+        let Some(id_token) = super::oidc::id_token(shared, &client.client_id, &account, request.nonce.as_deref()) else {
+            return Err(OAuthError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                error: "server_error",
+                description: "signing the ID token failed".to_owned(),
+            });
+        };
+        response.insert("id_token".into(), id_token.into());
+    }
+    Ok((no_store(), Json(Value::Object(response))).into_response())
 }
 
 fn refresh(shared: &Shared, client: &AuthenticatedClient, params: &Params) -> Result<Response, OAuthError> {
@@ -477,10 +489,10 @@ fn refresh(shared: &Shared, client: &AuthenticatedClient, params: &Params) -> Re
     drop(store);
     super::DemoStats::bump(&shared.stats.refreshes);
     // Without rotation the response has no refresh_token: the client keeps the one it has.
-    Ok(token_response(shared, tokens, &scope))
+    Ok((no_store(), Json(Value::Object(token_response(shared, tokens, &scope)))).into_response())
 }
 
-fn token_response(shared: &Shared, tokens: IssuedTokens, scope: &str) -> Response {
+fn token_response(shared: &Shared, tokens: IssuedTokens, scope: &str) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("access_token".into(), tokens.access_token.into());
     body.insert("token_type".into(), "Bearer".into());
@@ -489,7 +501,7 @@ fn token_response(shared: &Shared, tokens: IssuedTokens, scope: &str) -> Respons
         body.insert("refresh_token".into(), refresh_token.into());
     }
     body.insert("scope".into(), scope.into());
-    (no_store(), Json(Value::Object(body))).into_response()
+    body
 }
 
 pub(crate) async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -547,6 +559,24 @@ pub(crate) async fn userinfo(State(shared): State<Arc<Shared>>, headers: HeaderM
         Bearer::Token(token) => shared.store().validate_access_token(token),
         Bearer::Missing | Bearer::Malformed => None,
     };
+    userinfo_response(info, &headers)
+}
+
+/// `POST /userinfo` (OpenID Connect Core §5.3.1): the token in the `Authorization` header or,
+/// per RFC 6750 §2.2, as `access_token` in a form body (never both).
+pub(crate) async fn userinfo_post(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let in_body = read_form(&headers, &body)
+        .ok()
+        .and_then(|params| params.get("access_token").cloned());
+    let info = match (bearer(&headers), in_body) {
+        (Bearer::Token(token), None) => shared.store().validate_access_token(token),
+        (Bearer::Missing, Some(token)) => shared.store().validate_access_token(&token),
+        _ => None,
+    };
+    userinfo_response(info, &headers)
+}
+
+fn userinfo_response(info: Option<super::store::TokenInfo>, headers: &HeaderMap) -> Response {
     match info {
         Some(info) => (
             no_store(),
@@ -554,7 +584,7 @@ pub(crate) async fn userinfo(State(shared): State<Arc<Shared>>, headers: HeaderM
         )
             .into_response(),
         None => {
-            let challenge = match bearer(&headers) {
+            let challenge = match bearer(headers) {
                 Bearer::Missing => "Bearer",
                 _ => "Bearer error=\"invalid_token\"",
             };

@@ -89,6 +89,9 @@ pub(crate) fn scope_description(scope: &str) -> &'static str {
     match scope {
         "notes.read" => "Read your notes",
         "notes.write" => "Create and change your notes",
+        "openid" => "Sign you in with your account",
+        "email" => "See your e-mail address",
+        "profile" => "See your account name",
         _ => "Unknown permission",
     }
 }

@@ -69,6 +69,8 @@ pub(crate) struct AuthRequest {
     pub(crate) state: Option<String>,
     pub(crate) resource: Option<String>,
     pub(crate) code_challenge: String,
+    /// OpenID Connect: echoed in the ID token.
+    pub(crate) nonce: Option<String>,
 }
 
 /// A rendered consent page waiting for its form post, keyed by the hash of its CSRF token.

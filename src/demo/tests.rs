@@ -903,3 +903,102 @@ fn pkce_challenge_matches_rfc_7636_example() {
         "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
     );
 }
+
+#[tokio::test]
+async fn openid_scope_adds_an_es256_id_token_that_verifies_with_the_jwks() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+
+    let demo = start(DemoConfig::default()).await;
+    let http = http();
+    let base = demo.base_url();
+    let get_json = |path: &str| {
+        let request = http.get(format!("{base}{path}"));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let discovery = get_json("/.well-known/openid-configuration").await;
+    assert_eq!(discovery["issuer"], base);
+    assert_eq!(discovery["jwks_uri"], format!("{base}/jwks"));
+    assert_eq!(discovery["userinfo_endpoint"], format!("{base}/userinfo"));
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], json!(["ES256"]));
+    assert_eq!(discovery["code_challenge_methods_supported"], json!(["S256"]));
+    assert!(discovery["scopes_supported"].as_array().unwrap().contains(&json!("openid")));
+    let metadata = get_json("/.well-known/oauth-authorization-server").await;
+    assert_eq!(metadata["userinfo_endpoint"], format!("{base}/userinfo"));
+
+    let client_id = register_public(&demo, &http).await;
+    let (verifier, challenge) = pkce();
+    let mut query = authorize_query(&client_id, &challenge);
+    query.retain(|(name, _)| *name != "scope");
+    query.push(("scope", "openid email notes.read"));
+    query.push(("nonce", "n-0S6_WzA2Mj"));
+    let fields = open_page(&demo, &http, &query).await;
+    assert!(fields.contains(&("nonce".into(), "n-0S6_WzA2Mj".into())));
+    let response = decide(&demo, &http, &fields, "alice", "allow").await;
+    let (_, params) = location_params(&response);
+    let body: Value = exchange(&demo, &http, &client_id, &params["code"], &verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["scope"], "openid email notes.read");
+    let id_token = body["id_token"].as_str().expect("an id_token");
+
+    let parts: Vec<&str> = id_token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let decode = |part: &str| -> Value { serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap() };
+    let header = decode(parts[0]);
+    let claims = decode(parts[1]);
+    assert_eq!(header["alg"], "ES256");
+    let jwks = get_json("/jwks").await;
+    let key = &jwks["keys"][0];
+    assert_eq!((key["kty"].as_str(), key["crv"].as_str()), (Some("EC"), Some("P-256")));
+    assert_eq!(key["kid"], header["kid"]);
+    let mut point = vec![4u8];
+    point.extend(URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap());
+    point.extend(URL_SAFE_NO_PAD.decode(key["y"].as_str().unwrap()).unwrap());
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+        .verify(signed.as_bytes(), &signature)
+        .expect("the ID token verifies with the published key");
+    let mut forged = signed.into_bytes();
+    forged[5] ^= 1;
+    assert!(
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+            .verify(&forged, &signature)
+            .is_err()
+    );
+
+    assert_eq!(claims["iss"], base);
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["aud"], client_id.as_str());
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(claims["email"], "alice@demo.test");
+    let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
+    assert!(exp > iat);
+
+    // Userinfo also answers a POST with the token in the form body (RFC 6750 §2.2).
+    let access = body["access_token"].as_str().unwrap();
+    let me: Value = http
+        .post(format!("{base}/userinfo"))
+        .form(&[("access_token", access)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["preferred_username"], "alice");
+    let both = http
+        .post(format!("{base}/userinfo"))
+        .bearer_auth(access)
+        .form(&[("access_token", access)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), StatusCode::UNAUTHORIZED, "two token carriers are refused");
+
+    // Without `openid` there is no ID token, and an unknown scope is still refused.
+    let (_, plain) = tokens(&demo, &http, "bob").await;
+    assert!(plain.get("id_token").is_none());
+}

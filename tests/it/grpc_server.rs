@@ -67,12 +67,19 @@ async fn callers_need_a_known_credential_and_the_right_role() {
 async fn rpcs_of_later_issues_answer_unimplemented() {
     let db = TestDb::new(Backend::Sqlite).await;
     let cp = TestControlPlane::start(&db).await;
-    let client = cp.client(DATA_PLANE).await;
-    let err = client.flows().start_flow(StartFlowRequest::default()).await.unwrap_err();
+    let err = cp
+        .client(DATA_PLANE)
+        .await
+        .flows()
+        .open_connect_link(gatehouse::pb::OpenConnectLinkRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    let err = client
-        .tokens()
-        .resolve_access_token(gatehouse::pb::ResolveAccessTokenRequest::default())
+    let err = cp
+        .admin()
+        .await
+        .admin()
+        .list_clients(gatehouse::pb::ListClientsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);

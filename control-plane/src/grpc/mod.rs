@@ -6,8 +6,10 @@
 
 mod admin;
 mod flow;
+mod flow_upstream;
 pub mod status;
 mod token;
+mod token_gateway;
 
 use std::sync::Arc;
 

@@ -7,6 +7,9 @@ use prost::Message as _;
 use tonic::codegen::Bytes;
 use tonic::{Code, Status};
 
+use crate::clients::ClientError;
+use crate::flows::FlowError;
+use crate::grants::GrantError;
 use crate::mcp_servers::{McpServerError, RegistryError};
 use crate::pb::{ErrorDetail, ErrorReason};
 use crate::secret;
@@ -73,6 +76,56 @@ impl From<VirtualKeyError> for Status {
             VirtualKeyError::InvalidName => refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, err.to_string()),
             VirtualKeyError::NotFound(_) => refusal(Code::NotFound, ErrorReason::NotFound, err.to_string()),
             VirtualKeyError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ClientError> for Status {
+    fn from(err: ClientError) -> Self {
+        let text = err.to_string();
+        match err {
+            ClientError::InvalidRedirectUri(_) => refusal(Code::InvalidArgument, ErrorReason::InvalidRedirectUri, text),
+            ClientError::InvalidMetadata(_) => refusal(Code::InvalidArgument, ErrorReason::InvalidClientMetadata, text),
+            ClientError::NotFound => refusal(Code::NotFound, ErrorReason::InvalidClient, text),
+            ClientError::MetadataDocument { .. } => refusal(Code::FailedPrecondition, ErrorReason::InvalidClient, text),
+            ClientError::AuthenticationFailed => refusal(Code::Unauthenticated, ErrorReason::InvalidClient, text),
+            ClientError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<FlowError> for Status {
+    fn from(err: FlowError) -> Self {
+        let text = err.to_string();
+        match err {
+            FlowError::NotFound => refusal(Code::NotFound, ErrorReason::NotFound, text),
+            FlowError::Expired => refusal(Code::FailedPrecondition, ErrorReason::Expired, text),
+            FlowError::AlreadyConsumed => refusal(Code::FailedPrecondition, ErrorReason::AlreadyUsed, text),
+            FlowError::WrongBrowser => refusal(Code::PermissionDenied, ErrorReason::WrongBrowser, text),
+            FlowError::OutOfOrder(_) => refusal(Code::FailedPrecondition, ErrorReason::OutOfOrder, text),
+            FlowError::Client(e) => e.into(),
+            FlowError::InvalidRedirectUri => refusal(Code::InvalidArgument, ErrorReason::InvalidRedirectUri, text),
+            FlowError::InvalidVirtualKey => refusal(Code::Unauthenticated, ErrorReason::InvalidVirtualKey, text),
+            FlowError::Denied(_) => refusal(Code::PermissionDenied, ErrorReason::Denied, text),
+            FlowError::InvalidRequest(_) => refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, text),
+            FlowError::Vault(e) => e.into(),
+            FlowError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<GrantError> for Status {
+    fn from(err: GrantError) -> Self {
+        let text = err.to_string();
+        match err {
+            GrantError::InvalidClient => refusal(Code::Unauthenticated, ErrorReason::InvalidClient, text),
+            GrantError::InvalidGrant(_) => refusal(Code::InvalidArgument, ErrorReason::InvalidGrant, text),
+            GrantError::InvalidRequest(_) => refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, text),
+            GrantError::InvalidScope => refusal(Code::InvalidArgument, ErrorReason::InvalidScope, text),
+            GrantError::InvalidTarget => refusal(Code::InvalidArgument, ErrorReason::InvalidTarget, text),
+            GrantError::UnauthorizedClient(_) => refusal(Code::PermissionDenied, ErrorReason::UnauthorizedClient, text),
+            GrantError::InvalidAccessToken => refusal(Code::Unauthenticated, ErrorReason::InvalidGrant, text),
+            GrantError::Store(e) => e.into(),
         }
     }
 }

@@ -9,10 +9,15 @@
 //! driver; booleans are integers and times Unix seconds, which both store alike.
 
 pub mod audit;
+pub mod clients;
 pub mod connections;
 pub mod flows;
+pub mod gateway;
+pub mod grants;
+pub mod identities;
 pub mod mcp_servers;
 pub mod reseal;
+pub mod upstream;
 pub mod virtual_keys;
 
 use std::str::FromStr as _;

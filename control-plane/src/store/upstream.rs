@@ -1,7 +1,8 @@
 //! Rows of `upstream_attempts` (a pending upstream authorization: connect or
 //! sign-in, keyed by the hash of its `state`) and `upstream_clients` (what
 //! Gatehouse learned and registered at each service's authorization server),
-//! and the removal of connections on disconnect.
+//! the removal of connections on disconnect, and the notice a failed upstream
+//! step leaves on its flow.
 //!
 //! Invariant: `verifier_ct` and `secret_ct` are vault ciphertexts bound with
 //! `reseal::aad` to (table, column, primary key, "", service); the state and the
@@ -174,6 +175,17 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Leaves a one-time notice on a pending flow (shown by the next page that
+    /// reads the flow), for example why an upstream connection failed.
+    pub async fn set_flow_notice(&self, flow_id: &str, notice: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE flows SET notice = $2 WHERE id = $1 AND consumed_at IS NULL")
+            .bind(flow_id)
+            .bind(notice)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Removes, in one transaction, the connection to `service` held by the

@@ -2,6 +2,7 @@
 //! credentials, and helpers shared by the suites.
 
 pub mod db;
+pub mod fleet;
 pub mod plane;
 pub mod tools;
 

@@ -73,6 +73,28 @@ impl TestControlPlane {
         }
     }
 
+    /// A control plane whose settings `configure` adjusts (after the test
+    /// defaults), on a clock the caller keeps to move time.
+    pub async fn start_configured(db: &TestDb, clock: Arc<TestClock>, configure: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
+        super::init_logging();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key_file = dir.path().join("vault.keys");
+        Vault::create_key_file_if_missing(&key_file).expect("key file");
+        let mut config = config(db, key_file.clone());
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let plane = ControlPlane::start(config, listener, clock)
+            .await
+            .expect("control plane starts");
+        let url = format!("http://{}", plane.local_addr());
+        Self {
+            plane: Some(plane),
+            key_file,
+            url,
+            _dir: dir,
+        }
+    }
+
     pub fn core(&self) -> &Arc<gatehouse_control_plane::Core> {
         self.plane.as_ref().expect("running").core()
     }

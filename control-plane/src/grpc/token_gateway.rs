@@ -1,0 +1,118 @@
+//! The `TokenService` RPCs `/mcp` uses: the service catalogue, the caller's
+//! upstream credential (refreshed once across replicas), the report of an
+//! upstream 401, connect links and recorded client capabilities. Domain:
+//! `credentials`, `connect_links`.
+
+use tonic::{Code, Request, Response, Status};
+
+use super::admin::server_to_pb;
+use super::status::refusal;
+use super::token::Token;
+use crate::credentials::{self, Credential, CredentialError};
+use crate::mcp_servers::AuthMode;
+use crate::pb::{self, ErrorReason};
+use crate::{Core, connect_links};
+
+impl From<CredentialError> for Status {
+    fn from(err: CredentialError) -> Self {
+        let description = err.to_string();
+        match err {
+            CredentialError::InvalidGrant => refusal(Code::Unauthenticated, ErrorReason::InvalidGrant, description),
+            CredentialError::UnknownService(_) => refusal(Code::NotFound, ErrorReason::NotFound, description),
+            CredentialError::NotConnected(_) => refusal(Code::FailedPrecondition, ErrorReason::NotConnected, description),
+            CredentialError::NeedsReauth(_) => refusal(Code::FailedPrecondition, ErrorReason::NeedsReauth, description),
+            CredentialError::StaticHeader { .. } => {
+                // Names the variable or file, never its value.
+                tracing::error!(target: "gatehouse::credentials", error = %description, "static upstream header unavailable");
+                refusal(Code::Unavailable, ErrorReason::UpstreamUnavailable, description)
+            }
+            CredentialError::Unavailable { .. } => refusal(Code::Unavailable, ErrorReason::UpstreamUnavailable, description),
+            CredentialError::Store(e) => e.into(),
+            CredentialError::Vault(e) => e.into(),
+        }
+    }
+}
+
+fn credential_to_pb(credential: Credential) -> pb::UpstreamCredential {
+    pb::UpstreamCredential {
+        headers: credential
+            .headers
+            .into_iter()
+            .map(|(name, value)| pb::UpstreamHeader {
+                name,
+                value: value.expose().to_string(),
+            })
+            .collect(),
+        expires_at: credential.expires_at.unwrap_or(0),
+        version: credential.version,
+        connection_id: credential.connection_id.unwrap_or_default(),
+        cache_ttl_ms: u32::try_from(credential.cache_seconds.max(0) * 1000).unwrap_or(u32::MAX),
+    }
+}
+
+/// The credential of `grant_id` for `service`; `force` names a refused version.
+async fn credential(core: &Core, grant_id: &str, service: &str, force: Option<&str>) -> Result<Credential, CredentialError> {
+    let identity_id = credentials::grant_identity(core, grant_id).await?;
+    let server = credentials::service(core, service).await?;
+    match server.auth_mode {
+        AuthMode::Oauth => credentials::oauth_credential(core, &server, &identity_id, force).await,
+        AuthMode::None | AuthMode::StaticHeaders => credentials::shared(&server),
+    }
+}
+
+impl Token {
+    pub(super) async fn gateway_get_upstream_credential(
+        &self,
+        request: Request<pb::GetUpstreamCredentialRequest>,
+    ) -> Result<Response<pb::UpstreamCredential>, Status> {
+        let r = request.into_inner();
+        let credential = credential(&self.core, &r.grant_id, &r.service, None).await?;
+        Ok(Response::new(credential_to_pb(credential)))
+    }
+
+    pub(super) async fn gateway_report_upstream_unauthorized(
+        &self,
+        request: Request<pb::ReportUpstreamUnauthorizedRequest>,
+    ) -> Result<Response<pb::UpstreamCredential>, Status> {
+        let r = request.into_inner();
+        let credential = credential(&self.core, &r.grant_id, &r.service, Some(&r.version)).await?;
+        Ok(Response::new(credential_to_pb(credential)))
+    }
+
+    pub(super) async fn gateway_create_connect_link(
+        &self,
+        request: Request<pb::CreateConnectLinkRequest>,
+    ) -> Result<Response<pb::ConnectLink>, Status> {
+        let r = request.into_inner();
+        let identity_id = credentials::grant_identity(&self.core, &r.grant_id).await?;
+        let server = credentials::service(&self.core, &r.service).await?;
+        let link = connect_links::create(&self.core, &r.grant_id, &identity_id, &server.name).await?;
+        Ok(Response::new(pb::ConnectLink {
+            link_id: link.id.expose().to_string(),
+            url: link.url,
+            expires_at: link.expires_at,
+            display_name: server.display_name,
+        }))
+    }
+
+    pub(super) async fn gateway_record_client_capabilities(
+        &self,
+        request: Request<pb::RecordClientCapabilitiesRequest>,
+    ) -> Result<Response<pb::RecordClientCapabilitiesResponse>, Status> {
+        let r = request.into_inner();
+        if !self.core.store.set_url_elicitation(&r.grant_id, r.url_elicitation).await? {
+            return Err(refusal(Code::NotFound, ErrorReason::NotFound, "no such grant"));
+        }
+        Ok(Response::new(pb::RecordClientCapabilitiesResponse {}))
+    }
+
+    pub(super) async fn gateway_list_services(
+        &self,
+        _request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let servers = self.core.store.list_mcp_servers().await?;
+        Ok(Response::new(pb::ListServicesResponse {
+            servers: servers.into_iter().map(server_to_pb).collect(),
+        }))
+    }
+}

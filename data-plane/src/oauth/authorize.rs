@@ -1,0 +1,99 @@
+//! `GET /authorize` (OAuth 2.1 "Authorization Request"): parses the query and
+//! asks the control plane to open a flow. Until the control plane has verified
+//! the client and its redirect URI, every problem is an error page; after
+//! that, the control plane builds the error redirect itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::params::Params;
+use crate::AppState;
+use crate::consent::cookie;
+use crate::consent::error::PageError;
+use crate::cp_client::{CpError, CpResultExt as _};
+use crate::pb::StartFlowRequest;
+
+/// Parses the authorization request. `resource` may repeat (RFC 8707 §2);
+/// any other parameter sent twice is refused (RFC 6749 §3.1).
+fn parse_request(query: &str, remote_addr: String) -> Result<StartFlowRequest, PageError> {
+    // Security: RFC 6749 §4.1.2.1, a malformed request is not yet tied to a
+    // verified redirect URI, so it gets an error page, never a redirect.
+    let params = Params::parse(query.as_bytes(), &["resource"]).map_err(|dup| PageError::bad_request(dup.to_string()))?;
+    Ok(StartFlowRequest {
+        client_id: params.value("client_id"),
+        redirect_uri: params.value("redirect_uri"),
+        response_type: params.value("response_type"),
+        code_challenge: params.value("code_challenge"),
+        code_challenge_method: params.value("code_challenge_method"),
+        scope: params.value("scope"),
+        resources: params.all("resource"),
+        state: params.value("state"),
+        has_state: params.contains("state"),
+        prompt: params.value("prompt"),
+        remote_addr,
+    })
+}
+
+/// `GET /authorize`.
+pub(crate) async fn get_authorize(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, PageError> {
+    let request = parse_request(query.as_deref().unwrap_or_default(), peer.ip().to_string())?;
+    // Security: RFC 6749 §4.1.2.1, RFC 9700 §4.11.2: a refusal here means the
+    // client or its redirect URI is not verified, so it is an error page
+    // (PageError never redirects): an attacker-chosen URI receives nothing.
+    let started = state.cp.flows().start_flow(request).await.cp("StartFlow")?;
+
+    // --- By this point the control plane has verified the client and the redirect URI. ---
+    if !started.error_redirect.is_empty() {
+        // The control plane built it from the verified redirect URI, with error, state and iss.
+        let location = HeaderValue::from_str(&started.error_redirect).map_err(|_| PageError::from(CpError::Internal))?;
+        return Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response());
+    }
+    let Some(set_cookie) = cookie::set_cookie(&state.config.public_url, &started.flow_id, &started.browser_secret) else {
+        tracing::error!(target: "gatehouse::oauth", "the control plane returned a flow id or browser secret that cannot sit in a cookie");
+        return Err(PageError::from(CpError::Internal));
+    };
+    // One flow per browser: this cookie replaces any earlier flow's.
+    let mut response = Redirect::to(&format!("/consent/{}", started.flow_id)).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, set_cookie);
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::error::PageErrorKind;
+
+    #[test]
+    fn a_duplicated_parameter_is_an_error_page() {
+        let err = parse_request("client_id=a&client_id=b&redirect_uri=x", String::new()).unwrap_err();
+        assert!(matches!(err.kind, PageErrorKind::BadRequest(_)));
+        let err = parse_request("state=1&state=1", String::new()).unwrap_err();
+        assert!(matches!(err.kind, PageErrorKind::BadRequest(_)));
+    }
+
+    #[test]
+    fn the_request_is_passed_on_as_sent() {
+        let request = parse_request(
+            "response_type=code&client_id=cli_1&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&code_challenge=abc&code_challenge_method=S256&scope=mcp&resource=http%3A%2F%2Fgw%2Fmcp&resource=http%3A%2F%2Fgw&state=&prompt=consent",
+            "10.0.0.1".into(),
+        )
+        .unwrap();
+        assert_eq!(request.client_id, "cli_1");
+        assert_eq!(request.redirect_uri, "http://127.0.0.1:9/cb");
+        assert_eq!(request.resources, vec!["http://gw/mcp", "http://gw"]);
+        assert!(request.has_state, "an empty state is still a state");
+        assert_eq!(request.state, "");
+        assert_eq!(request.prompt, "consent");
+        assert_eq!(request.remote_addr, "10.0.0.1");
+        let request = parse_request("client_id=cli_1", String::new()).unwrap();
+        assert!(!request.has_state);
+    }
+}

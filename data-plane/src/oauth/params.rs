@@ -1,0 +1,115 @@
+//! Form and query parameters (`application/x-www-form-urlencoded`), parsed
+//! once at the edge. A parameter sent twice is refused unless the protocol
+//! lets it repeat (RFC 6749 §3.1, §3.2: "Request and response parameters
+//! MUST NOT be included more than once"; RFC 8707 `resource` may repeat).
+
+use std::collections::BTreeMap;
+
+/// The parameters of one query string or form body.
+#[derive(Default)]
+pub(crate) struct Params {
+    single: BTreeMap<String, String>,
+    repeated: BTreeMap<String, Vec<String>>,
+}
+
+// Values may be secrets (codes, tokens, client secrets): no Debug of values.
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Params")
+            .field("names", &self.single.keys().chain(self.repeated.keys()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A parameter appeared more than once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parameter {0:?} appears more than once")]
+pub(crate) struct DuplicateParam(pub(crate) String);
+
+impl Params {
+    /// Parses `input`; names in `may_repeat` collect every value, any other name
+    /// sent twice is a [`DuplicateParam`].
+    pub(crate) fn parse(input: &[u8], may_repeat: &[&str]) -> Result<Self, DuplicateParam> {
+        let mut params = Params::default();
+        for (name, value) in url::form_urlencoded::parse(input) {
+            if may_repeat.contains(&name.as_ref()) {
+                params.repeated.entry(name.into_owned()).or_default().push(value.into_owned());
+            } else if params.single.contains_key(name.as_ref()) {
+                return Err(DuplicateParam(name.into_owned()));
+            } else {
+                params.single.insert(name.into_owned(), value.into_owned());
+            }
+        }
+        Ok(params)
+    }
+
+    /// The value of `name`, if present (possibly empty).
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.single.get(name).map(String::as_str)
+    }
+
+    /// The value of `name`, or "" when absent. RFC 6749 §3.1: a parameter
+    /// without a value is treated as omitted, so both read the same.
+    pub(crate) fn value(&self, name: &str) -> String {
+        self.get(name).unwrap_or_default().to_owned()
+    }
+
+    /// Whether `name` was sent at all.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.single.contains_key(name) || self.repeated.contains_key(name)
+    }
+
+    /// Every non-empty value of a repeatable parameter.
+    pub(crate) fn all(&self, name: &str) -> Vec<String> {
+        self.repeated
+            .get(name)
+            .map(|values| values.iter().filter(|v| !v.is_empty()).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parameter_sent_twice_is_refused() {
+        let err = Params::parse(b"client_id=a&state=x&client_id=b", &["resource"]).unwrap_err();
+        assert_eq!(err, DuplicateParam("client_id".into()));
+        // Even the same value twice.
+        assert!(Params::parse(b"state=x&state=x", &[]).is_err());
+        // An empty duplicate still counts.
+        assert!(Params::parse(b"scope=&scope=mcp", &[]).is_err());
+    }
+
+    #[test]
+    fn repeatable_parameters_collect_every_value() {
+        let params = Params::parse(
+            b"resource=https%3A%2F%2Fa%2Fmcp&resource=https%3A%2F%2Fb&resource=",
+            &["resource"],
+        )
+        .unwrap();
+        assert_eq!(params.all("resource"), vec!["https://a/mcp", "https://b"]);
+        assert!(params.contains("resource"));
+        assert!(params.all("missing").is_empty());
+    }
+
+    #[test]
+    fn values_are_form_decoded_and_presence_is_kept() {
+        let params = Params::parse(b"state=&scope=mcp+offline_access&x=%2B", &[]).unwrap();
+        assert_eq!(params.get("state"), Some(""));
+        assert!(params.contains("state"));
+        assert_eq!(params.value("scope"), "mcp offline_access");
+        assert_eq!(params.value("x"), "+");
+        assert_eq!(params.get("absent"), None);
+        assert_eq!(params.value("absent"), "");
+    }
+
+    #[test]
+    fn debug_output_names_parameters_but_never_values() {
+        let params = Params::parse(b"code=secret-code-value", &[]).unwrap();
+        let printed = format!("{params:?}");
+        assert!(printed.contains("code"));
+        assert!(!printed.contains("secret-code-value"));
+    }
+}

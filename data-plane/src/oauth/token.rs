@@ -1,0 +1,322 @@
+//! `POST /token` (OAuth 2.1 "Token Request"): parses the form and the client
+//! authentication, hands the grant to the control plane (`ExchangeCode` or
+//! `Refresh`), and shapes the RFC 6749 §5.1 response. PKCE, code binding,
+//! refresh rotation and reuse detection are the control plane's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use serde_json::{Map, Value};
+
+use super::error::{Endpoint, ErrorCode, OAuthError};
+use super::params::Params;
+use crate::AppState;
+use crate::cp_client::CpResultExt as _;
+use crate::pb::{ClientAuthentication, ExchangeCodeRequest, RefreshRequest, TokenSet};
+
+/// Parameters that may repeat in a token or revocation request (RFC 8707 §2).
+pub(crate) const REPEATABLE: &[&str] = &["resource"];
+
+/// Parses a form body, refusing duplicated parameters (RFC 6749 §3.2).
+pub(crate) fn parse_form(body: &[u8]) -> Result<Params, OAuthError> {
+    Params::parse(body, REPEATABLE).map_err(|dup| OAuthError::invalid_request(dup.to_string()))
+}
+
+/// The client's credentials as presented (RFC 6749 §2.3.1): HTTP Basic, or
+/// `client_id` (+ `client_secret`) in the body, never both.
+pub(crate) fn client_authentication(
+    headers: &HeaderMap,
+    form: &Params,
+    remote_addr: String,
+) -> Result<ClientAuthentication, OAuthError> {
+    let body_id = form.value("client_id");
+    let body_secret = form.value("client_secret");
+    let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
+    let basic = match (authorization.next(), authorization.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(OAuthError::invalid_request("more than one Authorization header")),
+        (Some(value), None) => {
+            let value = value
+                .to_str()
+                .map_err(|_| OAuthError::invalid_request("the Authorization header is not ASCII"))?;
+            let Some(credentials) = strip_scheme(value, "Basic") else {
+                return Err(OAuthError::invalid_request(
+                    "only HTTP Basic client authentication is supported",
+                ));
+            };
+            let (id, secret) = parse_basic(credentials)
+                .ok_or_else(|| OAuthError::new(ErrorCode::InvalidClient, "malformed HTTP Basic credentials").with_basic(true))?;
+            Some((id, secret))
+        }
+    };
+    match basic {
+        Some((id, secret)) => {
+            // Security: RFC 6749 §2.3: "The client MUST NOT use more than one
+            // authentication method in each request." A body client_id naming the
+            // same client is tolerated (several SDKs always send it).
+            if !body_secret.is_empty() || (!body_id.is_empty() && body_id != id) {
+                return Err(OAuthError::invalid_request(
+                    "client credentials were sent both in HTTP Basic and in the body",
+                ));
+            }
+            Ok(ClientAuthentication {
+                client_id: id,
+                client_secret: secret,
+                used_basic: true,
+                remote_addr,
+            })
+        }
+        None if body_id.is_empty() => Err(OAuthError::new(
+            ErrorCode::InvalidClient,
+            "client authentication is missing: send client_id",
+        )),
+        None => Ok(ClientAuthentication {
+            client_id: body_id,
+            client_secret: body_secret,
+            used_basic: false,
+            remote_addr,
+        }),
+    }
+}
+
+/// `value` without its auth scheme (compared case-insensitively, RFC 9110 §11.1).
+pub(crate) fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (found, rest) = value.split_once(' ')?;
+    found.eq_ignore_ascii_case(scheme).then(|| rest.trim_start_matches(' '))
+}
+
+/// Decodes HTTP Basic credentials: base64 of `id:secret`, each part
+/// form-urlencoded (RFC 6749 §2.3.1). The id ends at the first colon, so a
+/// secret may contain colons.
+fn parse_basic(credentials: &str) -> Option<(String, String)> {
+    let credentials = credentials.trim();
+    let decoded = STANDARD
+        .decode(credentials)
+        .or_else(|_| STANDARD_NO_PAD.decode(credentials))
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let id = form_decode(id)?;
+    if id.is_empty() {
+        return None;
+    }
+    Some((id, form_decode(secret)?))
+}
+
+/// `application/x-www-form-urlencoded` decoding of one value: `+` is a space,
+/// `%XX` a byte; a broken escape or invalid UTF-8 is refused.
+fn form_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The RFC 6749 §5.1 success body.
+fn token_response(tokens: TokenSet) -> Response {
+    let mut body = Map::new();
+    body.insert("access_token".into(), tokens.access_token.into());
+    body.insert("token_type".into(), "Bearer".into());
+    body.insert("expires_in".into(), tokens.expires_in.into());
+    if !tokens.refresh_token.is_empty() {
+        body.insert("refresh_token".into(), tokens.refresh_token.into());
+    }
+    if !tokens.scope.is_empty() {
+        body.insert("scope".into(), tokens.scope.into());
+    }
+    let mut response = Json(Value::Object(body)).into_response();
+    // Security: OAuth 2.1 "Token Endpoint Response": tokens are never cached.
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `POST /token`.
+pub(crate) async fn post_token(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = parse_form(&body)?;
+    let client = client_authentication(&headers, &form, peer.ip().to_string())?;
+    let used_basic = client.used_basic;
+    let refused = |err| OAuthError::from_cp(err, Endpoint::Token).with_basic(used_basic);
+    let tokens = match form.get("grant_type").unwrap_or_default() {
+        "authorization_code" => {
+            let code = form.value("code");
+            if code.is_empty() {
+                return Err(OAuthError::invalid_request("code is required"));
+            }
+            let request = ExchangeCodeRequest {
+                client: Some(client),
+                code,
+                code_verifier: form.value("code_verifier"),
+                redirect_uri: form.value("redirect_uri"),
+                resources: form.all("resource"),
+            };
+            state
+                .cp
+                .tokens()
+                .exchange_code(request)
+                .await
+                .cp("ExchangeCode")
+                .map_err(refused)?
+        }
+        "refresh_token" => {
+            let refresh_token = form.value("refresh_token");
+            if refresh_token.is_empty() {
+                return Err(OAuthError::invalid_request("refresh_token is required"));
+            }
+            let request = RefreshRequest {
+                client: Some(client),
+                refresh_token,
+                scope: form.value("scope"),
+                resources: form.all("resource"),
+            };
+            state.cp.tokens().refresh(request).await.cp("Refresh").map_err(refused)?
+        }
+        "" => return Err(OAuthError::invalid_request("grant_type is required")),
+        _ => {
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "grant_type must be authorization_code or refresh_token",
+            ));
+        }
+    };
+    Ok(token_response(tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn basic(raw: &str) -> String {
+        format!("Basic {}", STANDARD.encode(raw))
+    }
+
+    fn headers(authorization: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    fn authenticate(authorization: Option<&str>, body: &str) -> Result<ClientAuthentication, OAuthError> {
+        let form = parse_form(body.as_bytes()).unwrap();
+        client_authentication(&headers(authorization), &form, "10.0.0.1".into())
+    }
+
+    #[test]
+    fn basic_credentials_are_form_urlencoded_and_the_secret_may_hold_colons() {
+        assert_eq!(
+            parse_basic(&STANDARD.encode("cli_1:s3:cr:et")),
+            Some(("cli_1".into(), "s3:cr:et".into()))
+        );
+        assert_eq!(
+            parse_basic(&STANDARD.encode("my%20client:a+b%3Ac%25")),
+            Some(("my client".into(), "a b:c%".into()))
+        );
+        // Unpadded base64 is accepted too.
+        assert_eq!(parse_basic(&STANDARD_NO_PAD.encode("a:b")), Some(("a".into(), "b".into())));
+        assert_eq!(parse_basic(&STANDARD.encode("a:")), Some(("a".into(), String::new())));
+    }
+
+    #[test]
+    fn malformed_basic_credentials_are_refused() {
+        for raw in ["no-colon", ":secret-without-id", "bad%zzescape:x", "a:%C3"] {
+            assert_eq!(parse_basic(&STANDARD.encode(raw)), None, "{raw}");
+        }
+        assert_eq!(parse_basic("***not base64***"), None);
+        let err = authenticate(Some("Basic ***"), "").unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidClient);
+        assert!(err.used_basic);
+    }
+
+    #[test]
+    fn basic_authentication_is_marked_as_such() {
+        let auth = authenticate(Some(&basic("cli_1:s3cret")), "grant_type=x").unwrap();
+        assert_eq!(
+            (auth.client_id.as_str(), auth.client_secret.as_str(), auth.used_basic),
+            ("cli_1", "s3cret", true)
+        );
+        assert_eq!(auth.remote_addr, "10.0.0.1");
+        // The scheme is case-insensitive.
+        let auth = authenticate(Some(&basic("cli_1:s3cret").replace("Basic", "bAsIc")), "").unwrap();
+        assert!(auth.used_basic);
+        // The same client_id in the body is tolerated.
+        assert!(authenticate(Some(&basic("cli_1:s3cret")), "client_id=cli_1").is_ok());
+    }
+
+    #[test]
+    fn credentials_in_basic_and_body_at_once_are_invalid_request() {
+        for body in [
+            "client_secret=other",
+            "client_id=cli_2",
+            "client_id=cli_1&client_secret=s3cret",
+        ] {
+            let err = authenticate(Some(&basic("cli_1:s3cret")), body).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidRequest, "{body}");
+        }
+    }
+
+    #[test]
+    fn body_authentication_and_public_clients() {
+        let auth = authenticate(None, "client_id=cli_1&client_secret=s3cret").unwrap();
+        assert_eq!(
+            (auth.client_id.as_str(), auth.client_secret.as_str(), auth.used_basic),
+            ("cli_1", "s3cret", false)
+        );
+        let auth = authenticate(None, "client_id=cli_1").unwrap();
+        assert_eq!(auth.client_secret, "");
+        let err = authenticate(None, "grant_type=authorization_code").unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidClient);
+        assert!(!err.used_basic);
+        let err = authenticate(Some("Bearer abc"), "client_id=cli_1").unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn a_duplicated_form_parameter_is_invalid_request() {
+        let err = parse_form(b"grant_type=authorization_code&code=a&code=b").err().unwrap();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert!(parse_form(b"resource=a&resource=b").is_ok());
+    }
+
+    #[test]
+    fn the_token_response_is_never_cached_and_omits_empty_fields() {
+        let response = token_response(TokenSet {
+            access_token: "at".into(),
+            token_type: "Bearer".into(),
+            expires_in: 3600,
+            refresh_token: String::new(),
+            scope: "mcp".into(),
+        });
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(response.headers()[header::PRAGMA], "no-cache");
+    }
+}
