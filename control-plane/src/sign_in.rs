@@ -853,6 +853,15 @@ mod tests {
     }
 
     #[test]
+    fn config_defaults_and_refuses_unknown_keys() {
+        let config: SignInConfig = serde_json::from_value(json!({"issuer": ISSUER, "client_id": CLIENT})).unwrap();
+        assert_eq!(config.scopes, ["openid", "email", "profile"]);
+        assert_eq!(config.display_name, "Sign in");
+        assert!(config.client_secret_env.is_empty() && config.client_secret_file.is_empty());
+        assert!(serde_json::from_value::<SignInConfig>(json!({"issuer": ISSUER, "client_id": CLIENT, "secret": "x"})).is_err());
+    }
+
+    #[test]
     fn display_name_prefers_a_verified_email() {
         let mut claims = IdTokenClaims {
             sub: "s".into(),

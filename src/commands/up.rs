@@ -77,6 +77,8 @@ pub async fn start(mut config: Config, options: &UpOptions) -> anyhow::Result<Up
     let (admin_credential, created_admin_credential) = data_dir.admin_credential()?;
     // The in-process data plane gets a fresh credential each start; nobody else needs it.
     let data_plane_credential = secret::generate(prefix::SERVICE_CREDENTIAL);
+    // The demo upstream listens on loopback; development mode may call it.
+    config.control_plane.outbound.allow_loopback = true;
     config
         .control_plane
         .callers
