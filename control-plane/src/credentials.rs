@@ -14,12 +14,12 @@ use crate::Core;
 use crate::audit;
 use crate::connections::resource_of;
 use crate::mcp_servers::{AuthMode, McpServer, StaticHeader};
-use crate::store::audit::NewAuditEvent;
-use crate::store::gateway::Refreshed;
-use crate::upstream::{self, UpstreamError};
 use crate::secret::Secret;
 use crate::store::StoreError;
+use crate::store::audit::NewAuditEvent;
 use crate::store::connections::{self, ConnectionRow};
+use crate::store::gateway::Refreshed;
+use crate::upstream::{self, UpstreamError};
 use crate::vault::VaultError;
 
 /// How long a data plane may cache a credential that does not expire.
@@ -38,7 +38,11 @@ pub enum CredentialError {
     #[error("{0} needs to be authorized again")]
     NeedsReauth(String),
     #[error("static header {header} of {service}: {reason}")]
-    StaticHeader { service: String, header: String, reason: String },
+    StaticHeader {
+        service: String,
+        header: String,
+        reason: String,
+    },
     #[error("{service} is unavailable: {reason}")]
     Unavailable { service: String, reason: String },
     #[error(transparent)]
@@ -88,7 +92,10 @@ pub fn from_connection(core: &Core, server: &McpServer, row: &ConnectionRow) -> 
         None => STATIC_CACHE_SECONDS,
     };
     Ok(Credential {
-        headers: vec![("authorization".to_string(), Secret::new(format!("Bearer {}", access.expose())))],
+        headers: vec![(
+            "authorization".to_string(),
+            Secret::new(format!("Bearer {}", access.expose())),
+        )],
         expires_at: row.expires_at,
         version: row.version.to_string(),
         connection_id: Some(row.id.clone()),
@@ -150,7 +157,12 @@ fn lease_owner() -> &'static str {
 
 /// The credential for an OAuth connection, refreshed first when it expires within
 /// `REFRESH_AHEAD_SECONDS` (or when `force`, after the upstream refused it).
-pub async fn oauth_credential(core: &Core, server: &McpServer, identity_id: &str, force: Option<&str>) -> Result<Credential, CredentialError> {
+pub async fn oauth_credential(
+    core: &Core,
+    server: &McpServer,
+    identity_id: &str,
+    force: Option<&str>,
+) -> Result<Credential, CredentialError> {
     let row = core
         .store
         .identity_connection(identity_id, &server.name)
@@ -248,7 +260,10 @@ async fn refresh_holding_lease(core: &Core, server: &McpServer, row: &Connection
             // The provider will not honour this grant again: the person must
             // authorize again. Nothing is deleted; the page shows "needs re-auth".
             core.store.mark_needs_reauth(&row.id, now).await?;
-            ("connection.needs_reauth", Err(CredentialError::NeedsReauth(server.display_name.clone())))
+            (
+                "connection.needs_reauth",
+                Err(CredentialError::NeedsReauth(server.display_name.clone())),
+            )
         }
         Err(err) => {
             // Transient or unexpected: keep the token, let a later call try again.

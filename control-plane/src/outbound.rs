@@ -128,6 +128,17 @@ impl Outbound {
         self.send(url, request, max_bytes).await
     }
 
+    /// GET JSON from `url` with `Authorization: Bearer` (userinfo).
+    pub async fn get_with_bearer(&self, url: &str, token: &crate::secret::Secret) -> Result<Fetched, OutboundError> {
+        let checked = self.check_url(url)?;
+        let request = self
+            .client
+            .get(checked)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .bearer_auth(token.expose());
+        self.send(url, request, None).await
+    }
+
     /// POST a form to `url`, optionally with HTTP Basic client authentication.
     pub async fn post_form(
         &self,

@@ -13,7 +13,6 @@
 //! RFC 6749 §2.3.1, §4.1.3, §5.2, §6 (client authentication, code exchange,
 //! errors, refresh), RFC 7009 (revocation).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::Core;
 use crate::mcp_servers::McpServer;
-use crate::outbound::{Fetched, Outbound, OutboundConfig, OutboundError};
+use crate::outbound::{Fetched, Outbound, OutboundError};
 use crate::secret::{self, Secret};
 use crate::store::StoreError;
 use crate::store::reseal;
@@ -80,18 +79,9 @@ fn description_suffix(description: &str) -> String {
 
 // === The control plane's outbound client ===
 
-/// The guarded HTTP client for `core`'s outbound settings. One client is built
-/// per distinct setting and kept, so connections are pooled across calls.
+/// The control plane's guarded HTTP client (built once, in `ControlPlane::start`).
 pub(crate) fn outbound(core: &Core) -> Result<Outbound, UpstreamError> {
-    static CLIENTS: Mutex<Vec<(OutboundConfig, Outbound)>> = Mutex::new(Vec::new());
-    let config = &core.config.outbound;
-    let mut clients = CLIENTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, client)) = clients.iter().find(|(c, _)| c == config) {
-        return Ok(client.clone());
-    }
-    let client = Outbound::new(config.clone()).map_err(|e| UpstreamError::Config(e.to_string()))?;
-    clients.push((config.clone(), client.clone()));
-    Ok(client)
+    Ok(core.outbound.clone())
 }
 
 fn from_outbound(err: OutboundError) -> UpstreamError {
@@ -884,15 +874,21 @@ pub async fn revoke(core: &Core, client: &UpstreamClient, token: &Secret, hint: 
 }
 
 /// The account name at the userinfo endpoint: `email`, else
-/// `preferred_username`, else `sub`. Sent as an RFC 6750 §2.2 form body
-/// (OpenID Connect Core §5.3.1 allows POST).
+/// `preferred_username`, else `sub` (OpenID Connect Core §5.3; the token as an
+/// RFC 6750 §2.1 bearer header).
 pub async fn userinfo_account(
     core: &Core,
     userinfo_endpoint: &str,
     access_token: &Secret,
 ) -> Result<Option<String>, UpstreamError> {
-    let form = [("access_token", access_token.expose())];
-    let fetched = post_with_retries(core, userinfo_endpoint, &form, None, 1).await?;
+    let fetched = core
+        .outbound
+        .get_with_bearer(userinfo_endpoint, access_token)
+        .await
+        .map_err(from_outbound)?;
+    if !(200..300).contains(&fetched.status) {
+        return Err(UpstreamError::Malformed(format!("userinfo answered {}", fetched.status)));
+    }
     let body: Value = serde_json::from_slice(&fetched.body)
         .map_err(|_| UpstreamError::Malformed("the userinfo response is not JSON".into()))?;
     Ok(["email", "preferred_username", "sub"].into_iter().find_map(|name| {

@@ -94,6 +94,14 @@ fn default_request_timeout_ms() -> u64 {
     60_000
 }
 
+fn default_upstream_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_caller_cache_entries() -> usize {
+    100_000
+}
+
 /// The `[data_plane]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +125,18 @@ pub struct DataPlaneConfig {
     /// strips this header from every client request.
     #[serde(default)]
     pub trusted_user_header: Option<String>,
+    /// Origins (scheme://host[:port]) besides the public URL's whose browsers
+    /// may call `/mcp`. A request with any other `Origin` header gets 403
+    /// (DNS-rebinding defence); requests without one (native clients) pass.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Time limit of one upstream MCP call, in milliseconds, for services that
+    /// set no `timeout_ms` of their own.
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub default_upstream_timeout_ms: u64,
+    /// Most resolved callers (bearer token → identity) kept in memory.
+    #[serde(default = "default_caller_cache_entries")]
+    pub caller_cache_entries: usize,
     /// The public base URL (the OAuth issuer); filled from the top-level `public_url`.
     #[serde(skip)]
     pub public_url: String,
@@ -130,6 +150,9 @@ impl Default for DataPlaneConfig {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
             trusted_user_header: None,
+            allowed_origins: Vec::new(),
+            default_upstream_timeout_ms: default_upstream_timeout_ms(),
+            caller_cache_entries: default_caller_cache_entries(),
             public_url: String::new(),
         }
     }

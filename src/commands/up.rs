@@ -102,6 +102,11 @@ pub async fn start(mut config: Config, options: &UpOptions) -> anyhow::Result<Up
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), "the demo upstream").await?;
         let demo = DemoUpstream::spawn(listener, DemoConfig::default()).await?;
         config.control_plane.mcp_servers.push(demo_server(&demo));
+        // The demo provider doubles as the OpenID provider for "Sign in", unless
+        // the config names a real one.
+        if config.control_plane.sign_in.is_none() {
+            config.control_plane.sign_in = Some(demo.sign_in_config(config.public_url())?);
+        }
         Some(demo)
     } else {
         None

@@ -27,7 +27,10 @@ async fn person_consents_connects_the_demo_service_and_approves_in_chromium() {
     .await
     .unwrap();
     let base = running.public_url.clone();
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
 
     // The application: a public client with a loopback redirect URI, PKCE S256.
     let redirect_uri = "http://127.0.0.1:9/callback";
@@ -78,7 +81,13 @@ async fn person_consents_connects_the_demo_service_and_approves_in_chromium() {
     let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(response["state"], "state-from-the-app");
     assert_eq!(response["iss"], base.as_str());
-    for page in ["identity", "services", "upstream-consent", "services-connected", "back-in-the-application"] {
+    for page in [
+        "identity",
+        "services",
+        "upstream-consent",
+        "services-connected",
+        "back-in-the-application",
+    ] {
         let saved = std::fs::read_dir(&artifacts)
             .unwrap()
             .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(&format!("-{page}.png")));
@@ -104,9 +113,18 @@ async fn person_consents_connects_the_demo_service_and_approves_in_chromium() {
     assert!(tokens["access_token"].as_str().unwrap().starts_with("gh_at_"), "{tokens}");
 
     // The demo connection now belongs to the identity the person chose.
-    let connections = running.control_plane.core().store.list_connections(None, Some("demo")).await.unwrap();
+    let connections = running
+        .control_plane
+        .core()
+        .store
+        .list_connections(None, Some("demo"))
+        .await
+        .unwrap();
     assert_eq!(connections.len(), 1);
     assert_eq!(connections[0].account, "alice");
-    assert!(connections[0].identity_id.is_some(), "approve moved the connection to the identity");
+    assert!(
+        connections[0].identity_id.is_some(),
+        "approve moved the connection to the identity"
+    );
     running.shutdown().await;
 }

@@ -79,7 +79,9 @@ fn run_grpcurl(grpcurl: &PathBuf, args: &[&str]) -> String {
 
 #[test]
 fn operator_administers_a_fresh_gateway_with_grpcurl() {
-    let Some(grpcurl) = crate::support::tools::grpcurl() else { return };
+    let Some(grpcurl) = crate::support::tools::grpcurl() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let running = Running::start(dir.path());
     let grpc = running.grpc.clone();

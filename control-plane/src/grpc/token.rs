@@ -160,7 +160,10 @@ impl TokenService for Token {
         self.gateway_report_upstream_unauthorized(request).await
     }
 
-    async fn create_connect_link(&self, request: Request<pb::CreateConnectLinkRequest>) -> Result<Response<pb::ConnectLink>, Status> {
+    async fn create_connect_link(
+        &self,
+        request: Request<pb::CreateConnectLinkRequest>,
+    ) -> Result<Response<pb::ConnectLink>, Status> {
         require_data_plane(&request)?;
         self.gateway_create_connect_link(request).await
     }
@@ -173,7 +176,10 @@ impl TokenService for Token {
         self.gateway_record_client_capabilities(request).await
     }
 
-    async fn list_services(&self, request: Request<pb::ListServicesRequest>) -> Result<Response<pb::ListServicesResponse>, Status> {
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
         require_data_plane(&request)?;
         self.gateway_list_services(request).await
     }

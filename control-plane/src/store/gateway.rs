@@ -84,10 +84,12 @@ impl Store {
 
     /// A connect link by the hash of its id.
     pub async fn get_connect_link(&self, link_hash: &str) -> Result<Option<ConnectLinkRow>, StoreError> {
-        let row = sqlx::query("SELECT link_hash, grant_id, identity_id, service, expires_at, used_at FROM connect_links WHERE link_hash = $1")
-            .bind(link_hash)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT link_hash, grant_id, identity_id, service, expires_at, used_at FROM connect_links WHERE link_hash = $1",
+        )
+        .bind(link_hash)
+        .fetch_optional(self.pool())
+        .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(ConnectLinkRow {
             link_hash: get_str(&row, "link_hash")?,
@@ -113,7 +115,14 @@ pub struct Refreshed {
 impl Store {
     /// Takes the refresh lease of a connection at `version`, unless another
     /// refresher holds an unexpired one. Whoever gets it refreshes; the others wait.
-    pub async fn take_refresh_lease(&self, id: &str, version: i64, owner: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+    pub async fn take_refresh_lease(
+        &self,
+        id: &str,
+        version: i64,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "UPDATE connections SET refresh_lease_until = $4, refresh_lease_owner = $3
              WHERE id = $1 AND version = $2 AND (refresh_lease_until IS NULL OR refresh_lease_until < $5)",

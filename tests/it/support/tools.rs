@@ -32,7 +32,10 @@ pub fn python() -> Option<PathBuf> {
             .args(["-c", "import mcp"])
             .output()
             .is_ok_and(|o| o.status.success());
-    require("Python with the mcp SDK (.tools/py)", &if has_sdk { vec![python] } else { vec![] })
+    require(
+        "Python with the mcp SDK (.tools/py)",
+        &if has_sdk { vec![python] } else { vec![] },
+    )
 }
 
 /// Node with `tests/browser/node_modules/playwright-core` and Debian's chromium.
