@@ -1189,3 +1189,76 @@ async fn without_a_control_plane_the_endpoints_answer_503_with_retry_after() {
     assert_error_page(response, StatusCode::SERVICE_UNAVAILABLE, "/authorize").await;
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_at_the_openid_provider_makes_a_verified_user_identity() {
+    let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let demo = std::sync::Arc::new(
+        gatehouse::demo::DemoUpstream::spawn(demo_listener, gatehouse::demo::DemoConfig::default())
+            .await
+            .unwrap(),
+    );
+    let provider = demo.clone();
+    let fleet = TestFleet::builder()
+        .data_planes(2)
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = true;
+            config.sign_in = Some(provider.sign_in_config(&config.public_url).unwrap());
+        })
+        .spawn()
+        .await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let pkce = Pkce::new();
+    let (flow_id, identity) = start_flow(&fleet, &browser, 0, &client, &pkce).await;
+    assert!(identity.html.contains("Sign in with"), "the identity page offers sign-in");
+
+    // Sign in: a continuation page to the provider, which asks for the account.
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/identity", fleet.url(1)),
+            &[("csrf", identity.csrf().as_str()), ("choice", "user")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let provider_url = gatehouse_link(&response.text().await.unwrap());
+    assert!(provider_url.starts_with(&format!("{}/authorize?", demo.base_url())), "{provider_url}");
+    assert!(provider_url.contains("openid"), "{provider_url}");
+    let page = browser.page(&provider_url).await;
+    let mut form = gatehouse::demo::hidden_fields(&page.html);
+    form.push(("account".into(), "alice".into()));
+    form.push(("decision".into(), "allow".into()));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let response = browser.post_raw(&format!("{}/authorize", demo.base_url()), &form).await;
+    let callback = location(&response);
+    assert!(callback.starts_with(&format!("{}/signin/callback?", fleet.issuer)), "{callback}");
+
+    // The callback lands on the other data plane and the flow goes on as alice.
+    let response = browser.get_raw(&callback.replacen(&fleet.issuer, fleet.url(1), 1)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), format!("/consent/{flow_id}/services"));
+    let services = browser.page(&format!("{}/consent/{flow_id}/services", fleet.url(0))).await;
+    assert!(services.html.contains("alice@demo.test"), "{}", services.html);
+
+    // The same callback again (a replayed state) is refused.
+    let replay = browser.get_raw(&callback.replacen(&fleet.issuer, fleet.url(0), 1)).await;
+    assert!(replay.status().is_client_error(), "{}", replay.status());
+
+    let code = approve(&fleet, &browser, 0, &client, &flow_id, &services.csrf(), &pkce).await;
+    let tokens = fleet.exchange_code(1, &client, &code).await;
+    let caller = fleet
+        .control_plane
+        .client(crate::support::plane::DATA_PLANE)
+        .await
+        .tokens()
+        .resolve_access_token(gatehouse::pb::ResolveAccessTokenRequest {
+            access_token: tokens.access_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let identity = caller.identity.unwrap();
+    assert_eq!(identity.kind, gatehouse::pb::IdentityKind::User as i32);
+    assert_eq!(identity.subject, format!("{}#alice", demo.base_url()));
+    fleet.stop().await;
+}
