@@ -100,14 +100,22 @@ fn normalise_resource(raw: &str) -> Option<String> {
     Some(format!("{}://{host}{port}{}", url.scheme(), url.path().trim_end_matches('/')))
 }
 
-/// The scope granted for a requested one: `mcp` when every requested scope is
-/// one Gatehouse offers (`offline_access` is accepted and ignored; empty means
-/// `mcp`), `None` otherwise (invalid_scope).
+/// The scope granted for a requested one: `mcp` when asked for or when nothing
+/// was asked; `""` for `offline_access` alone; `None` when a requested scope is
+/// not one Gatehouse offers (invalid_scope).
 pub fn granted_scope(requested: &str) -> Option<String> {
-    requested
-        .split_whitespace()
-        .all(|s| clients::SUPPORTED_SCOPES.contains(&s))
-        .then(|| MCP_SCOPE.to_string())
+    let requested: Vec<&str> = requested.split_whitespace().collect();
+    if !requested.iter().all(|s| clients::SUPPORTED_SCOPES.contains(s)) {
+        return None;
+    }
+    if requested.is_empty() {
+        return Some(MCP_SCOPE.to_string());
+    }
+    // offline_access is accepted and not recorded (refresh tokens come with the
+    // refresh_token grant type). A request for it alone grants no `mcp`, and
+    // `/mcp` then answers 403 insufficient_scope, so the client steps up.
+    let granted = if requested.contains(&MCP_SCOPE) { MCP_SCOPE } else { "" };
+    Some(granted.to_string())
 }
 
 /// Whether `value` is a PKCE code verifier or S256 challenge: 43-128 characters
@@ -547,7 +555,7 @@ mod tests {
     fn scopes() {
         assert_eq!(granted_scope("").as_deref(), Some("mcp"));
         assert_eq!(granted_scope("mcp offline_access").as_deref(), Some("mcp"));
-        assert_eq!(granted_scope("offline_access").as_deref(), Some("mcp"));
+        assert_eq!(granted_scope("offline_access").as_deref(), Some(""));
         assert_eq!(granted_scope("mcp admin"), None);
     }
 

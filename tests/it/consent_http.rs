@@ -1222,7 +1222,10 @@ async fn signing_in_at_the_openid_provider_makes_a_verified_user_identity() {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let provider_url = gatehouse_link(&response.text().await.unwrap());
-    assert!(provider_url.starts_with(&format!("{}/authorize?", demo.base_url())), "{provider_url}");
+    assert!(
+        provider_url.starts_with(&format!("{}/authorize?", demo.base_url())),
+        "{provider_url}"
+    );
     assert!(provider_url.contains("openid"), "{provider_url}");
     let page = browser.page(&provider_url).await;
     let mut form = gatehouse::demo::hidden_fields(&page.html);
@@ -1231,7 +1234,10 @@ async fn signing_in_at_the_openid_provider_makes_a_verified_user_identity() {
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let response = browser.post_raw(&format!("{}/authorize", demo.base_url()), &form).await;
     let callback = location(&response);
-    assert!(callback.starts_with(&format!("{}/signin/callback?", fleet.issuer)), "{callback}");
+    assert!(
+        callback.starts_with(&format!("{}/signin/callback?", fleet.issuer)),
+        "{callback}"
+    );
 
     // The callback lands on the other data plane and the flow goes on as alice.
     let response = browser.get_raw(&callback.replacen(&fleet.issuer, fleet.url(1), 1)).await;
@@ -1260,5 +1266,32 @@ async fn signing_in_at_the_openid_provider_makes_a_verified_user_identity() {
     let identity = caller.identity.unwrap();
     assert_eq!(identity.kind, gatehouse::pb::IdentityKind::User as i32);
     assert_eq!(identity.subject, format!("{}#alice", demo.base_url()));
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_the_mcp_scope_gets_403_insufficient_scope() {
+    let fleet = TestFleet::start(1).await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let pkce = Pkce::new();
+    let mut params = authorize_params(&client, &pkce, STATE);
+    params.retain(|(k, _)| k != "scope");
+    params.push(("scope".into(), "offline_access".into()));
+    let flow_id = browser.authorize(fleet.url(0), &params).await;
+    let identity = browser.page(&format!("{}/consent/{flow_id}/identity", fleet.url(0))).await;
+    let services = skip(&fleet, &browser, 0, &flow_id, &identity.csrf()).await;
+    let code = approve(&fleet, &browser, 0, &client, &flow_id, &services.csrf(), &pkce).await;
+    let tokens = fleet.exchange_code(0, &client, &code).await;
+    let response = fleet.mcp_raw(0, Method::POST, Some(&tokens.access_token)).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        response.headers()[header::WWW_AUTHENTICATE],
+        format!(
+            r#"Bearer error="insufficient_scope", scope="mcp", resource_metadata="{}/.well-known/oauth-protected-resource/mcp""#,
+            fleet.issuer
+        )
+        .as_str()
+    );
     fleet.stop().await;
 }

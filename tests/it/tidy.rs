@@ -87,6 +87,10 @@ fn only_cp_client_is_a_grpc_client_in_the_data_plane() {
 
 #[test]
 fn only_outbound_makes_http_requests_from_the_control_plane() {
-    let found = offenders("control-plane/src", &["reqwest::Client", "reqwest::get", "ClientBuilder"], &["outbound.rs"]);
+    let found = offenders(
+        "control-plane/src",
+        &["reqwest::Client", "reqwest::get", "ClientBuilder"],
+        &["outbound.rs"],
+    );
     assert!(found.is_empty(), "{found:#?}");
 }
