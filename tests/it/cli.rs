@@ -190,3 +190,131 @@ fn bad_config_value_is_reported_with_key_and_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn control_plane_refuses_to_start_without_a_vault_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[control_plane]\nlisten = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}/cp.db?mode=rwc\"\n\
+             [[control_plane.callers]]\nname = \"dp\"\nrole = \"data-plane\"\ntoken_sha256 = \"{}\"\n",
+            dir.path().display(),
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let output = gatehouse()
+        .arg("--config")
+        .arg(&config)
+        .arg("control-plane")
+        .env_remove("GATEHOUSE_VAULT_KEYS")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no vault key"), "{stderr}");
+    assert!(
+        !dir.path().join("cp.db").exists(),
+        "nothing is created before the key is there"
+    );
+}
+
+/// A child process killed when the test ends, even by a panic.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads lines from a child's stdout until one contains `needle`; returns that line.
+fn wait_for_line(child: &mut Child, needle: &str) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if line.contains(needle) {
+            std::thread::spawn(move || lines.for_each(drop));
+            return line;
+        }
+    }
+    panic!("the process ended before printing {needle:?}");
+}
+
+#[test]
+fn split_deployment_runs_each_plane_as_its_own_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let credential = "gh_svc_split-deployment-test-credential";
+    let key = std::fs::read_to_string({
+        let key_file = dir.path().join("vault.keys");
+        gatehouse_control_plane::vault::Vault::create_key_file_if_missing(&key_file).unwrap();
+        key_file
+    })
+    .unwrap();
+    let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[control_plane]\nlisten = \"127.0.0.1:{grpc_port}\"\ndatabase_url = \"sqlite://{dir}/cp.db?mode=rwc\"\n\
+             [[control_plane.callers]]\nname = \"dp\"\nrole = \"data-plane\"\ntoken_sha256 = \"{hash}\"\n\
+             [data_plane]\nlisten = \"127.0.0.1:0\"\n[data_plane.control_plane]\nurls = [\"http://127.0.0.1:{grpc_port}\"]\n",
+            dir = dir.path().display(),
+            hash = gatehouse_control_plane::secret::hash(credential),
+        ),
+    )
+    .unwrap();
+    // Keys from the environment, the credential from the environment: nothing secret in the file.
+    let mut control_plane = Killed(
+        gatehouse()
+            .arg("--config")
+            .arg(&config)
+            .arg("control-plane")
+            .env(
+                "GATEHOUSE_VAULT_KEYS",
+                key.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join(";"),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_line(&mut control_plane.0, "gRPC on");
+    let mut data_plane = Killed(
+        gatehouse()
+            .arg("--config")
+            .arg(&config)
+            .arg("data-plane")
+            .env("GATEHOUSE_DATA_PLANE__CONTROL_PLANE__TOKEN", credential)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let line = wait_for_line(&mut data_plane.0, "HTTP on");
+    let addr = line.split_whitespace().nth(5).expect("address in the banner").to_string();
+    let ready = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            reqwest::get(format!("http://{addr}/readyz"))
+                .await
+                .map(|r| r.status().as_u16())
+        })
+        .unwrap();
+    assert_eq!(
+        ready, 200,
+        "the data plane reaches its control plane with the configured credential"
+    );
+    for child in [&mut data_plane, &mut control_plane] {
+        let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+        assert!(child.0.wait().unwrap().success(), "SIGTERM stops the plane cleanly");
+    }
+}
