@@ -30,19 +30,24 @@ pub enum CpClientError {
     CredentialFile(String, std::io::Error),
     #[error("control-plane CA file {0}: {1}")]
     CaFile(String, std::io::Error),
+    #[error("the upstream HTTP client cannot be built: {0}")]
+    HttpClient(String),
 }
 
-/// Adds the credential and the deadline to every call.
+/// Adds the credential and the deadline to every call (no deadline only for
+/// the long-lived event stream).
 #[derive(Clone)]
 pub struct Authorize {
     bearer: MetadataValue<tonic::metadata::Ascii>,
-    deadline: Duration,
+    deadline: Option<Duration>,
 }
 
 impl Interceptor for Authorize {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         request.metadata_mut().insert("authorization", self.bearer.clone());
-        request.set_timeout(self.deadline);
+        if let Some(deadline) = self.deadline {
+            request.set_timeout(deadline);
+        }
         Ok(request)
     }
 }
@@ -112,7 +117,7 @@ impl ControlPlaneClient {
             channel,
             authorize: Authorize {
                 bearer,
-                deadline: config.deadline(),
+                deadline: Some(config.deadline()),
             },
         })
     }
@@ -125,6 +130,16 @@ impl ControlPlaneClient {
     /// The token service.
     pub fn tokens(&self) -> TokenServiceClient<Authorized> {
         TokenServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+    }
+
+    /// The token service without a call deadline, for `WatchEvents` only: the
+    /// stream lives as long as the data plane.
+    pub(crate) fn event_stream(&self) -> TokenServiceClient<Authorized> {
+        let authorize = Authorize {
+            deadline: None,
+            ..self.authorize.clone()
+        };
+        TokenServiceClient::with_interceptor(self.channel.clone(), authorize)
     }
 
     /// Whether the control plane reports itself serving (standard gRPC health).

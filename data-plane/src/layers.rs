@@ -34,9 +34,10 @@ pub fn apply(routes: Router, config: &DataPlaneConfig) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         // The span names the path, never the query: callbacks carry authorization
         // codes there, and a refused `?access_token=` would otherwise reach the log.
-        .layer(TraceLayer::new_for_http().make_span_with(
-            |request: &Request<Body>| tracing::debug_span!("request", method = %request.method(), path = %request.uri().path()),
-        ))
+        // A connect link's path carries its secret id: that part is redacted.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+            tracing::debug_span!("request", method = %request.method(), path = %loggable_path(request.uri().path()))
+        }))
         // Order: before Trace, so no bearer token or cookie reaches a log line.
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
@@ -45,4 +46,24 @@ pub fn apply(routes: Router, config: &DataPlaneConfig) -> Router {
         ]))
         // Order: outermost, so every log line and response of this request carries its id.
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// A request path fit for a log line: `/connect/<link id>` loses its secret.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with("/connect/") {
+        "/connect/[redacted]"
+    } else {
+        path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_link_ids_never_reach_the_log() {
+        assert_eq!(loggable_path("/connect/gh_cl_secret"), "/connect/[redacted]");
+        assert_eq!(loggable_path("/mcp"), "/mcp");
+    }
 }

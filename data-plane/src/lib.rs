@@ -6,6 +6,7 @@
 //! `layers`, the routes in [`router`]. `cp_client` is the only gRPC client.
 
 pub mod config;
+mod connect;
 mod consent;
 pub mod cp_client;
 mod health;
@@ -30,6 +31,8 @@ use crate::cp_client::{ControlPlaneClient, CpClientError};
 pub struct AppState {
     pub config: DataPlaneConfig,
     pub cp: ControlPlaneClient,
+    /// `/mcp`'s caches and upstream client.
+    pub(crate) mcp: mcp::Gateway,
 }
 
 /// A running data plane. Dropping it stops the server.
@@ -37,13 +40,17 @@ pub struct DataPlane {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    /// Follows the control plane's invalidation events.
+    watcher: JoinHandle<()>,
 }
 
 impl DataPlane {
     /// Serves HTTP on `listener`.
     pub async fn start(config: DataPlaneConfig, listener: TcpListener) -> Result<Self, CpClientError> {
         let cp = ControlPlaneClient::new(&config.control_plane)?;
-        let state = Arc::new(AppState { config, cp });
+        let mcp = mcp::Gateway::new(&config).map_err(|e| CpClientError::HttpClient(e.to_string()))?;
+        let state = Arc::new(AppState { config, cp, mcp });
+        let watcher = tokio::spawn(mcp::events::watch(state.clone()));
         let app = router(state);
         let addr = listener.local_addr().map_err(|e| CpClientError::BadUrl {
             url: "listener".into(),
@@ -62,6 +69,7 @@ impl DataPlane {
             addr,
             shutdown: Some(tx),
             task: Some(task),
+            watcher,
         })
     }
 
@@ -72,6 +80,7 @@ impl DataPlane {
 
     /// Stops accepting, finishes in-flight requests.
     pub async fn shutdown(mut self) {
+        self.watcher.abort();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -97,6 +106,7 @@ impl DataPlane {
 
 impl Drop for DataPlane {
     fn drop(&mut self) {
+        self.watcher.abort();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -112,6 +122,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(health::get_readyz))
         .merge(oauth::router())
         .merge(consent::router())
+        .merge(connect::router())
         .merge(mcp::router(state.clone()))
         .with_state(state.clone());
     layers::apply(routes, &state.config)

@@ -70,8 +70,8 @@ async fn rpcs_of_later_issues_answer_unimplemented() {
     let err = cp
         .client(DATA_PLANE)
         .await
-        .flows()
-        .open_connect_link(gatehouse::pb::OpenConnectLinkRequest::default())
+        .tokens()
+        .get_shared_keys(gatehouse::pb::GetSharedKeysRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);

@@ -1,5 +1,7 @@
 //! The official Python MCP SDK client (`mcp` 1.x, its `OAuthClientProvider`
-//! driven headlessly through the consent pages) against `gatehouse up`.
+//! driven headlessly through the consent pages) against `gatehouse up`: OAuth,
+//! tools/list, the connect link of the demo service it did not connect (a tool
+//! error, then -32042), the link opened, and the per-user tool called.
 
 use gatehouse::commands::up::{self, UpOptions};
 use gatehouse::config::Config;
@@ -7,7 +9,7 @@ use gatehouse::config::Config;
 use crate::support::tools;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_sdk_completes_oauth_through_the_consent_pages_and_lists_tools() {
+async fn python_sdk_completes_oauth_lists_tools_gets_the_connect_link_and_calls_a_per_user_tool() {
     let Some(python) = tools::python() else { return };
     crate::support::init_logging();
     let dir = tempfile::tempdir().unwrap();
@@ -24,7 +26,7 @@ async fn python_sdk_completes_oauth_through_the_consent_pages_and_lists_tools() 
     .unwrap();
     let output = tokio::process::Command::new(python)
         .arg(tools::repo().join("tests/sdk/python/oauth_list_tools.py"))
-        .arg(running.mcp_url())
+        .args([running.mcp_url().as_str(), "--connect", "demo__whoami", "pat"])
         .output()
         .await
         .unwrap();
@@ -36,5 +38,12 @@ async fn python_sdk_completes_oauth_through_the_consent_pages_and_lists_tools() 
     let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result["iss"], running.public_url.as_str(), "{result}");
     assert!(result["tools"].is_array(), "{result}");
+    let unconnected = &result["unconnected"];
+    assert_eq!(unconnected["isError"], true, "{result}");
+    let text = unconnected["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains(&format!("{}/connect/gh_cl_", running.public_url)), "{text}");
+    assert_eq!(result["elicitation"]["code"], -32042, "{result}");
+    assert_eq!(result["call"]["isError"], false, "{result}");
+    assert_eq!(result["call"]["content"][0]["text"], "you are pat", "{result}");
     running.shutdown().await;
 }

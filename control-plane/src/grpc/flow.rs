@@ -2,7 +2,7 @@
 //! consent flow from `/authorize` to approve or deny (domain: `clients`,
 //! `flows`). The upstream half (sign-in, connect, disconnect) lives in
 //! `flow_upstream.rs`; this file forwards those trait methods there.
-//! OpenConnectLink answers UNIMPLEMENTED until its issue lands.
+//! OpenConnectLink is forwarded to `flow_links.rs`.
 //!
 //! Each method converts the request, makes one domain call and converts the
 //! answer; refusals carry an `ErrorReason` (see `status.rs`).
@@ -175,6 +175,13 @@ impl FlowService for Flow {
         let (flow, remote_addr) = open_flow(&self.core, request.into_inner().flow).await?;
         let url = flows::deny(&self.core, flow, &remote_addr).await?;
         Ok(Response::new(pb::AuthorizationRedirect { url }))
+    }
+
+    async fn open_connect_link(
+        &self,
+        request: Request<pb::OpenConnectLinkRequest>,
+    ) -> Result<Response<pb::OpenConnectLinkResponse>, Status> {
+        Flow::open_connect_link(self, request).await
     }
 }
 

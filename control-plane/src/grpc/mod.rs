@@ -6,6 +6,7 @@
 
 mod admin;
 mod flow;
+mod flow_links;
 mod flow_upstream;
 pub mod status;
 mod token;

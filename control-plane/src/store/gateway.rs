@@ -82,6 +82,25 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a link used, unless it already is; whether this call did.
+    pub async fn use_connect_link(&self, link_hash: &str, now: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE connect_links SET used_at = $2 WHERE link_hash = $1 AND used_at IS NULL")
+            .bind(link_hash)
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Makes a used link usable again (its authorization could not begin).
+    pub async fn release_connect_link(&self, link_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE connect_links SET used_at = NULL WHERE link_hash = $1")
+            .bind(link_hash)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// A connect link by the hash of its id.
     pub async fn get_connect_link(&self, link_hash: &str) -> Result<Option<ConnectLinkRow>, StoreError> {
         let row = sqlx::query(

@@ -12,7 +12,7 @@ pub(crate) mod cookie;
 pub(crate) mod csrf;
 pub(crate) mod error;
 mod pages;
-mod views;
+pub(crate) mod views;
 
 use std::sync::Arc;
 

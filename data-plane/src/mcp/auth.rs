@@ -3,13 +3,19 @@
 //! Applied with `route_layer`, so an unknown path never costs a control-plane
 //! call. Tokens anywhere else (the query string) are refused (OAuth 2.1 §5.1.1,
 //! SPEC-NOTES §2.4), and no other header ever names the caller.
+//!
+//! Resolved callers are cached under the SHA-256 of the token (never the
+//! token itself) for at most the control plane's `cache_ttl_ms` and never past
+//! the token's expiry, so a warm request makes no control-plane call.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use sha2::{Digest as _, Sha256};
 
 use super::error::McpError;
 use crate::AppState;
@@ -33,12 +39,47 @@ pub(crate) struct Caller {
     /// Unix seconds.
     pub(crate) expires_at: i64,
     pub(crate) supports_url_elicitation: bool,
+    /// The key of this caller in the cache: SHA-256 of its token.
+    pub(crate) cache_key: TokenHash,
 }
 
-impl From<CallerInfo> for Caller {
-    fn from(info: CallerInfo) -> Self {
+/// SHA-256 of a bearer token: what the caller cache is keyed by.
+pub(crate) type TokenHash = [u8; 32];
+
+/// The request's bearer token, in the request extensions for the rare step
+/// that must resolve the caller afresh. Never cached, never printed.
+#[derive(Clone)]
+pub(crate) struct BearerToken(pub(crate) String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken([redacted])")
+    }
+}
+
+/// Resolves `token` at the control plane again (bypassing the cache) and
+/// caches the answer; `None` when the control plane does not say.
+pub(crate) async fn refresh_caller(state: &AppState, token: &BearerToken, cache_key: TokenHash) -> Option<Caller> {
+    let info = state
+        .cp
+        .tokens()
+        .resolve_access_token(ResolveAccessTokenRequest {
+            access_token: token.0.clone(),
+        })
+        .await
+        .cp("ResolveAccessToken")
+        .ok()?;
+    let ttl = cache_ttl(&info, unix_now());
+    let caller = Caller::new(info, cache_key);
+    state.mcp.callers.insert(cache_key, caller.clone(), ttl);
+    Some(caller)
+}
+
+impl Caller {
+    fn new(info: CallerInfo, cache_key: TokenHash) -> Self {
         let identity = info.identity.unwrap_or_default();
         Self {
+            cache_key,
             grant_id: info.grant_id,
             client_id: info.client_id,
             identity_id: identity.id,
@@ -105,6 +146,20 @@ pub(crate) fn same_resource(bound: &str, expected: &str, issuer: &str) -> bool {
     bound == normalize(expected) || bound == normalize(issuer)
 }
 
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// How long a resolved caller may be cached: the control plane's bound, and
+/// never past the token's expiry.
+fn cache_ttl(info: &CallerInfo, now: i64) -> Duration {
+    let until_expiry = u64::try_from(info.expires_at.saturating_sub(now)).unwrap_or(0);
+    Duration::from_millis(u64::from(info.cache_ttl_ms)).min(Duration::from_secs(until_expiry))
+}
+
 /// The `/mcp` middleware: authenticate, then put the [`Caller`] in the extensions.
 pub(crate) async fn authenticate(
     State(state): State<Arc<AppState>>,
@@ -130,6 +185,12 @@ pub(crate) async fn authenticate(
             });
         }
     };
+    let cache_key: TokenHash = Sha256::digest(token.as_bytes()).into();
+    request.extensions_mut().insert(BearerToken(token.clone()));
+    if let Some(caller) = state.mcp.callers.get(&cache_key) {
+        request.extensions_mut().insert(caller);
+        return Ok(next.run(request).await);
+    }
     let info = match state
         .cp
         .tokens()
@@ -153,7 +214,11 @@ pub(crate) async fn authenticate(
     if !info.scopes.iter().any(|scope| scope == MCP_SCOPE) {
         return Err(McpError::InsufficientScope { resource_metadata });
     }
-    request.extensions_mut().insert(Caller::from(info));
+    // Order: only a caller that passed every check above is cached.
+    let ttl = cache_ttl(&info, unix_now());
+    let caller = Caller::new(info, cache_key);
+    state.mcp.callers.insert(cache_key, caller.clone(), ttl);
+    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
 
@@ -203,6 +268,18 @@ mod tests {
         for bad in ["Bearer ", "Bearer a b", "Bearer a\"b", "Bearer ===", "Bearer a,b"] {
             assert_eq!(bearer_token(None, &headers(&[bad])), Err(BearerError::Malformed), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn callers_are_cached_no_longer_than_the_token_lives() {
+        let info = |cache_ttl_ms, expires_at| CallerInfo {
+            cache_ttl_ms,
+            expires_at,
+            ..Default::default()
+        };
+        assert_eq!(cache_ttl(&info(60_000, 1_000 + 3600), 1_000), Duration::from_secs(60));
+        assert_eq!(cache_ttl(&info(60_000, 1_000 + 5), 1_000), Duration::from_secs(5));
+        assert_eq!(cache_ttl(&info(60_000, 900), 1_000), Duration::ZERO);
     }
 
     #[test]

@@ -73,18 +73,59 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
                 shard.remove(&victim);
             }
         }
-        shard.insert(key, Entry { value, expires: now + ttl });
+        shard.insert(
+            key,
+            Entry {
+                value,
+                expires: now + ttl,
+            },
+        );
     }
 
     pub(crate) fn remove(&self, key: &K) {
         self.shard(key).remove(key);
     }
 
-    /// Drops every entry whose key matches.
-    pub(crate) fn remove_where(&self, matches: impl Fn(&K) -> bool) {
+    /// Drops every entry that matches.
+    pub(crate) fn remove_where(&self, matches: impl Fn(&K, &V) -> bool) {
         for shard in &self.shards {
-            shard.lock().unwrap_or_else(PoisonError::into_inner).retain(|key, _| !matches(key));
+            shard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|key, entry| !matches(key, &entry.value));
         }
+    }
+
+    /// The keys whose values match (expired ones excepted).
+    pub(crate) fn keys_where(&self, matches: impl Fn(&V) -> bool) -> Vec<K> {
+        let now = Instant::now();
+        let mut found = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            found.extend(
+                shard
+                    .iter()
+                    .filter(|(_, entry)| entry.expires > now && matches(&entry.value))
+                    .map(|(key, _)| key.clone()),
+            );
+        }
+        found
+    }
+
+    /// The values that match (expired ones excepted).
+    pub(crate) fn values_where(&self, matches: impl Fn(&V) -> bool) -> Vec<V> {
+        let now = Instant::now();
+        let mut found = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            found.extend(
+                shard
+                    .values()
+                    .filter(|entry| entry.expires > now && matches(&entry.value))
+                    .map(|entry| entry.value.clone()),
+            );
+        }
+        found
     }
 
     /// Entries held (expired ones included until they are touched).
@@ -181,7 +222,8 @@ mod tests {
         cache.insert(("g1", "a"), 1, Duration::from_secs(60));
         cache.insert(("g1", "b"), 2, Duration::from_secs(60));
         cache.insert(("g2", "a"), 3, Duration::from_secs(60));
-        cache.remove_where(|(grant, _)| *grant == "g1");
+        assert_eq!(cache.values_where(|v| *v > 1).len(), 2);
+        cache.remove_where(|(grant, _), _| *grant == "g1");
         assert_eq!(cache.get(&("g1", "a")), None);
         assert_eq!(cache.get(&("g2", "a")), Some(3));
     }

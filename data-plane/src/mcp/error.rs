@@ -1,13 +1,18 @@
-//! `McpError`: what `/mcp` answers before (and, until the gateway lands,
-//! instead of) JSON-RPC. The authentication challenges follow RFC 6750 §3 and
-//! RFC 9728 §5.1 (SPEC-NOTES §2.3): every 401 carries `WWW-Authenticate`
-//! with `resource_metadata` and `scope`; `error=` only when a token was sent.
+//! `McpError`: every refusal of `/mcp`, mapped to a response here and nowhere
+//! else. Before JSON-RPC: HTTP statuses (400, 401, 403, 405, 415, 503); the
+//! authentication challenges follow RFC 6750 §3 and RFC 9728 §5.1
+//! (SPEC-NOTES §2.3): every 401 carries `WWW-Authenticate` with
+//! `resource_metadata` and `scope`; `error=` only when a token was sent.
+//! After JSON-RPC parsing: a JSON-RPC error carrying the request's id
+//! ([`RpcFailure`]), with HTTP 200 (404 for an unknown method on the
+//! 2026-07-28 wire, 400 for its header and version errors).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::jsonrpc::{self, ParseError};
 use crate::oauth::error::RETRY_AFTER_SECONDS;
 use crate::oauth::metadata::MCP_SCOPE;
 
@@ -31,10 +36,127 @@ pub(crate) enum McpError {
     Unavailable,
     /// The control plane failed: 500.
     Internal,
-    /// POST after authentication, until the gateway exists: 501 with a JSON-RPC error.
-    NotImplemented,
-    /// GET and DELETE: no stream and no sessions yet (405).
+    /// GET and DELETE: Gatehouse opens no stream and issues no session (405).
     MethodNotAllowed,
+    /// An `Origin` that is not Gatehouse's nor allow-listed (DNS rebinding): 403.
+    ForbiddenOrigin,
+    /// A POST body that is not `application/json`: 415.
+    UnsupportedMediaType,
+    /// A body that is not a JSON-RPC message: 400 with a JSON-RPC error without id.
+    Malformed(ParseError),
+    /// `MCP-Protocol-Version` names a revision Gatehouse does not speak: 400.
+    UnsupportedVersion { requested: String },
+    /// A batch on a revision after 2025-03-26: 400.
+    BatchNotAllowed,
+    /// 2026-07-28: a required header is missing or does not match the body: 400, -32020.
+    HeaderMismatch { id: String, detail: String },
+    /// 2026-07-28: a modern revision Gatehouse does not speak: 400, -32022.
+    UnsupportedModernVersion { id: String, requested: String },
+    /// A JSON-RPC error answering request `id` (raw JSON).
+    Rpc { id: String, failure: RpcFailure, modern: bool },
+}
+
+/// A JSON-RPC-level failure of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RpcFailure {
+    /// -32601.
+    MethodNotFound(String),
+    /// -32602 with a message.
+    InvalidParams(String),
+    /// -32602 "Unknown tool: …" (also prompts and resources). Denied tools are
+    /// unknown too: their existence is not revealed.
+    Unknown { what: &'static str, name: String },
+    /// -32042: the person must open `url` (a connect link) first.
+    UrlElicitationRequired {
+        elicitation_id: String,
+        url: String,
+        message: String,
+    },
+    /// -32603: an upstream failed; the message names the service, never a secret.
+    Upstream(String),
+    /// -32603 "internal error".
+    Internal,
+}
+
+impl RpcFailure {
+    fn code_message_data(&self) -> (i64, String, Option<serde_json::Value>) {
+        match self {
+            Self::MethodNotFound(method) => (jsonrpc::METHOD_NOT_FOUND, format!("Method not found: {method}"), None),
+            Self::InvalidParams(message) => (jsonrpc::INVALID_PARAMS, format!("Invalid params: {message}"), None),
+            Self::Unknown { what, name } => (jsonrpc::INVALID_PARAMS, format!("Unknown {what}: {name}"), None),
+            Self::UrlElicitationRequired {
+                elicitation_id,
+                url,
+                message,
+            } => (
+                jsonrpc::URL_ELICITATION_REQUIRED,
+                message.clone(),
+                Some(json!({
+                    "elicitations": [{
+                        "mode": "url",
+                        "elicitationId": elicitation_id,
+                        "url": url,
+                        "message": message,
+                    }]
+                })),
+            ),
+            Self::Upstream(message) => (jsonrpc::INTERNAL_ERROR, message.clone(), None),
+            Self::Internal => (jsonrpc::INTERNAL_ERROR, "internal error".to_owned(), None),
+        }
+    }
+}
+
+impl McpError {
+    /// The JSON-RPC error body, for the errors that have one.
+    pub(crate) fn rpc_body(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::Rpc { id, failure, .. } => {
+                let (code, message, data) = failure.code_message_data();
+                Some(jsonrpc::error_response(id, code, &message, data.as_ref()))
+            }
+            Self::Malformed(err) => Some(jsonrpc::error_response("null", err.code(), &err.to_string(), None)),
+            Self::UnsupportedVersion { requested } => Some(jsonrpc::error_response(
+                "null",
+                jsonrpc::INVALID_REQUEST,
+                &format!("Unsupported MCP-Protocol-Version: {requested}"),
+                Some(&json!({ "supported": super::wire::SUPPORTED_VERSIONS, "requested": requested })),
+            )),
+            Self::BatchNotAllowed => Some(jsonrpc::error_response(
+                "null",
+                jsonrpc::INVALID_REQUEST,
+                "batches are accepted only on protocol revision 2025-03-26",
+                None,
+            )),
+            Self::HeaderMismatch { id, detail } => Some(jsonrpc::error_response(
+                id,
+                jsonrpc::HEADER_MISMATCH,
+                &format!("Header mismatch: {detail}"),
+                None,
+            )),
+            Self::UnsupportedModernVersion { id, requested } => Some(jsonrpc::error_response(
+                id,
+                jsonrpc::UNSUPPORTED_PROTOCOL_VERSION,
+                "Unsupported protocol version",
+                Some(&json!({ "supported": super::wire::SUPPORTED_VERSIONS, "requested": requested })),
+            )),
+            Self::ForbiddenOrigin => Some(jsonrpc::error_response(
+                "null",
+                jsonrpc::INVALID_REQUEST,
+                "Origin not allowed",
+                None,
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
 }
 
 /// The `WWW-Authenticate` value of a challenge.
@@ -102,20 +224,39 @@ impl IntoResponse for McpError {
                 Json(json!({"error": "server_error", "error_description": "internal error"})),
             )
                 .into_response(),
-            McpError::NotImplemented => (
-                StatusCode::NOT_IMPLEMENTED,
-                Json(json!({
-                    "jsonrpc": "2.0",
-                    "id": null,
-                    "error": {"code": -32601, "message": "the gateway is not implemented yet"},
-                })),
-            )
-                .into_response(),
             McpError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 [(header::ALLOW, HeaderValue::from_static("POST"))],
             )
                 .into_response(),
+            McpError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Json(json!({"error": "unsupported_media_type", "error_description": "POST application/json"})),
+            )
+                .into_response(),
+            McpError::ForbiddenOrigin => {
+                tracing::info!(target: "gatehouse::security", reason = "origin_not_allowed", "/mcp request from a foreign origin refused");
+                let body = self.rpc_body().unwrap_or_default();
+                json_bytes(StatusCode::FORBIDDEN, body)
+            }
+            McpError::Rpc { ref failure, modern, .. } => {
+                // 2026-07-28: an unknown method is 404, telling it from a legacy 404.
+                let status = if modern && matches!(failure, RpcFailure::MethodNotFound(_)) {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::OK
+                };
+                let body = self.rpc_body().unwrap_or_default();
+                json_bytes(status, body)
+            }
+            McpError::Malformed(_)
+            | McpError::UnsupportedVersion { .. }
+            | McpError::BatchNotAllowed
+            | McpError::HeaderMismatch { .. }
+            | McpError::UnsupportedModernVersion { .. } => {
+                let body = self.rpc_body().unwrap_or_default();
+                json_bytes(StatusCode::BAD_REQUEST, body)
+            }
         }
     }
 }
@@ -157,16 +298,68 @@ mod tests {
                 400,
             ),
             (McpError::Unavailable, 503),
-            (McpError::NotImplemented, 501),
             (McpError::MethodNotAllowed, 405),
+            (McpError::ForbiddenOrigin, 403),
+            (McpError::UnsupportedMediaType, 415),
+            (McpError::Malformed(ParseError::NotJson), 400),
+            (
+                McpError::UnsupportedVersion {
+                    requested: "1999-01-01".into(),
+                },
+                400,
+            ),
+            (McpError::BatchNotAllowed, 400),
+            (
+                McpError::HeaderMismatch {
+                    id: "1".into(),
+                    detail: "x".into(),
+                },
+                400,
+            ),
+            (
+                McpError::Rpc {
+                    id: "1".into(),
+                    failure: RpcFailure::MethodNotFound("x".into()),
+                    modern: true,
+                },
+                404,
+            ),
+            (
+                McpError::Rpc {
+                    id: "1".into(),
+                    failure: RpcFailure::MethodNotFound("x".into()),
+                    modern: false,
+                },
+                200,
+            ),
         ];
         for (err, status) in cases {
             let name = format!("{err:?}");
             let response = err.into_response();
             assert_eq!(response.status().as_u16(), status, "{name}");
-            if matches!(status, 400 | 401 | 403) {
+            if name.starts_with("NoCredentials") || name.starts_with("InvalidToken") || name.starts_with("InsufficientScope") {
                 assert!(response.headers().contains_key(header::WWW_AUTHENTICATE), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn url_elicitation_errors_carry_the_link_and_the_request_id() {
+        let err = McpError::Rpc {
+            id: r#""req-7""#.into(),
+            failure: RpcFailure::UrlElicitationRequired {
+                elicitation_id: "el_1".into(),
+                url: "https://gw.example.com/connect/cl_x".into(),
+                message: "Connect Notes to continue.".into(),
+            },
+            modern: false,
+        };
+        let body: serde_json::Value = serde_json::from_slice(&err.rpc_body().unwrap()).unwrap();
+        assert_eq!(body["id"], "req-7");
+        assert_eq!(body["error"]["code"], -32042);
+        let elicitation = &body["error"]["data"]["elicitations"][0];
+        assert_eq!(elicitation["mode"], "url");
+        assert_eq!(elicitation["elicitationId"], "el_1");
+        assert_eq!(elicitation["url"], "https://gw.example.com/connect/cl_x");
     }
 }

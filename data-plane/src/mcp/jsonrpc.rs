@@ -4,12 +4,45 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
+/// MCP 2025-11-25 `URLElicitationRequiredError`.
+pub const URL_ELICITATION_REQUIRED: i64 = -32042;
+/// MCP 2026-07-28 `HeaderMismatch`.
+pub const HEADER_MISMATCH: i64 = -32020;
+/// MCP 2026-07-28 `UnsupportedProtocolVersion`.
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+
+/// Whether a body is a batch (a JSON array), judged by its first character.
+pub fn is_batch(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
+/// The elements of a batch, each still raw.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<&RawValue>, ParseError> {
+    let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ParseError::NotJsonRpc
+        } else {
+            ParseError::NotJson
+        }
+    })?;
+    if elements.is_empty() {
+        return Err(ParseError::NotJsonRpc);
+    }
+    Ok(elements)
+}
+
 /// One incoming message, borrowing from the request body.
 #[derive(Debug, Deserialize)]
 pub struct Incoming<'a> {
     #[serde(default)]
     pub jsonrpc: Option<&'a str>,
-    #[serde(borrow, default)]
+    /// Present `null` stays `Some("null")` (and is refused), unlike a plain `Option`.
+    #[serde(borrow, default, deserialize_with = "present")]
     pub id: Option<&'a RawValue>,
     #[serde(default)]
     pub method: Option<String>,
@@ -19,6 +52,11 @@ pub struct Incoming<'a> {
     pub result: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub error: Option<&'a RawValue>,
+}
+
+/// A field that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// What a message is.
@@ -44,8 +82,8 @@ impl ParseError {
     /// The JSON-RPC error code for it.
     pub fn code(&self) -> i64 {
         match self {
-            Self::NotJson => -32700,
-            Self::Batch | Self::NotJsonRpc => -32600,
+            Self::NotJson => PARSE_ERROR,
+            Self::Batch | Self::NotJsonRpc => INVALID_REQUEST,
         }
     }
 }
@@ -53,12 +91,15 @@ impl ParseError {
 impl<'a> Incoming<'a> {
     /// Parses one message.
     pub fn parse(body: &'a [u8]) -> Result<Self, ParseError> {
-        let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        if first == Some(&b'[') {
+        if is_batch(body) {
             return Err(ParseError::Batch);
         }
         let message: Incoming<'a> = serde_json::from_slice(body).map_err(|e| {
-            if e.is_data() { ParseError::NotJsonRpc } else { ParseError::NotJson }
+            if e.is_data() {
+                ParseError::NotJsonRpc
+            } else {
+                ParseError::NotJson
+            }
         })?;
         if message.jsonrpc != Some("2.0") {
             return Err(ParseError::NotJsonRpc);
@@ -72,7 +113,11 @@ impl<'a> Incoming<'a> {
                 return Err(ParseError::NotJsonRpc);
             }
         }
-        match (&message.method, message.id, message.result.is_some() || message.error.is_some()) {
+        match (
+            &message.method,
+            message.id,
+            message.result.is_some() || message.error.is_some(),
+        ) {
             (Some(_), _, false) | (None, Some(_), true) => Ok(message),
             _ => Err(ParseError::NotJsonRpc),
         }
@@ -123,13 +168,31 @@ mod tests {
             ("not json", &b"{"[..], ParseError::NotJson),
             ("batch", &b" [{}]"[..], ParseError::Batch),
             ("no version", &br#"{"id":1,"method":"x"}"#[..], ParseError::NotJsonRpc),
-            ("null id", &br#"{"jsonrpc":"2.0","id":null,"method":"x"}"#[..], ParseError::NotJsonRpc),
-            ("object id", &br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#[..], ParseError::NotJsonRpc),
+            (
+                "null id",
+                &br#"{"jsonrpc":"2.0","id":null,"method":"x"}"#[..],
+                ParseError::NotJsonRpc,
+            ),
+            (
+                "object id",
+                &br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#[..],
+                ParseError::NotJsonRpc,
+            ),
             ("nothing", &br#"{"jsonrpc":"2.0"}"#[..], ParseError::NotJsonRpc),
             ("number", &b"3"[..], ParseError::NotJsonRpc),
         ] {
             assert_eq!(Incoming::parse(body).unwrap_err(), err, "{case}");
         }
+    }
+
+    #[test]
+    fn batches_are_arrays_of_raw_messages() {
+        assert!(is_batch(b" \n[1]"));
+        assert!(!is_batch(b"{}"));
+        let elements = parse_batch(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, {"a":1}]"#).unwrap();
+        assert_eq!(elements.len(), 2);
+        assert_eq!(parse_batch(b"[]").unwrap_err(), ParseError::NotJsonRpc);
+        assert_eq!(parse_batch(b"[").unwrap_err(), ParseError::NotJson);
     }
 
     #[test]

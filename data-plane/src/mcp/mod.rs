@@ -1,19 +1,269 @@
-//! `/mcp`, for now only its front door: authentication (RFC 6750, RFC 9728
-//! challenges) in `auth`, then a placeholder answer until the gateway issue
-//! replaces it (POST: 501 with a JSON-RPC error; GET and DELETE: 405).
+//! `/mcp`: the per-user gateway to upstream MCP servers (Streamable HTTP,
+//! MCP revisions 2025-03-26, 2025-06-18, 2025-11-25 and 2026-07-28).
+//!
+//! A request passes, in order: the `Origin` check, authentication (`auth`:
+//! bearer → [`Caller`], cached), the transport checks (`wire`), then dispatch
+//! by method (`dispatch`): `initialize`, `server/discover` and `ping` are
+//! answered here; list calls fan out to every service (`aggregate`); calls of
+//! one tool, prompt or resource are forwarded to their service (`upstream`),
+//! whose reply is copied through; a service the caller has not connected
+//! answers with a connect link (`elicit`).
+//!
+//! Gatehouse issues no session id (stateless legacy mode, SPEC-NOTES §4.3):
+//! GET and DELETE answer 405. What the data plane keeps (callers,
+//! credentials, the service catalogue, upstream sessions) is in [`Gateway`]
+//! and is only a cache.
 
+mod aggregate;
 pub(crate) mod auth;
+pub(crate) mod cache;
+mod dispatch;
+mod elicit;
 pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod jsonrpc;
+pub(crate) mod names;
+pub(crate) mod services;
+mod sse;
+mod upstream;
+pub(crate) mod wire;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::middleware;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde_json::Value;
+use tokio::time::Instant;
 
 pub(crate) use self::auth::Caller;
+use self::auth::{BearerToken, TokenHash};
+use self::cache::{Refreshing, TtlCache};
+use self::dispatch::Reply;
 use self::error::McpError;
+use self::jsonrpc::{Incoming, Kind};
+use self::services::{AuthMode, Credential, CredentialError, Service, Services};
+use self::upstream::{UpstreamClient, UpstreamError, UpstreamReply, UpstreamSession};
 use crate::AppState;
+use crate::config::DataPlaneConfig;
+use crate::cp_client::{ControlPlaneClient, CpError};
+
+/// Upstream sessions and credentials kept at most (each per grant and service).
+const PER_GRANT_ENTRIES: usize = 100_000;
+/// How long an idle upstream session is remembered.
+const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
+/// How long a service's tool and prompt catalogue is remembered.
+const CATALOGUE_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// What `/mcp` keeps between requests: caches only.
+pub(crate) struct Gateway {
+    /// SHA-256(bearer token) → resolved caller.
+    pub(crate) callers: TtlCache<TokenHash, Caller>,
+    /// (grant, service) → credential, and the identity it belongs to.
+    credentials: TtlCache<(String, String), (Credential, String)>,
+    /// (grant, service) → upstream session.
+    sessions: TtlCache<(String, String), UpstreamSession>,
+    /// The service catalogue (ListServices).
+    services: Refreshing<Services>,
+    /// service → its upstream tools (after the allow and deny lists), shared by
+    /// every caller: name resolution, and listing for callers not yet connected.
+    tool_catalogues: TtlCache<String, Arc<Vec<Value>>>,
+    /// service → its upstream prompts.
+    prompt_catalogues: TtlCache<String, Arc<Vec<Value>>>,
+    upstream: UpstreamClient,
+    default_timeout: Duration,
+    /// Upstream calls that failed (timeouts, errors), for operators.
+    upstream_failures: AtomicU64,
+}
+
+impl Gateway {
+    pub(crate) fn new(config: &DataPlaneConfig) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            callers: TtlCache::new(config.caller_cache_entries.max(1)),
+            credentials: TtlCache::new(PER_GRANT_ENTRIES),
+            sessions: TtlCache::new(PER_GRANT_ENTRIES),
+            services: Refreshing::new(services::SERVICES_MAX_AGE),
+            tool_catalogues: TtlCache::new(4096),
+            prompt_catalogues: TtlCache::new(4096),
+            upstream: UpstreamClient::new()?,
+            default_timeout: Duration::from_millis(config.default_upstream_timeout_ms.max(1)),
+            upstream_failures: AtomicU64::new(0),
+        })
+    }
+
+    /// The service catalogue: cached for a few seconds; a stale copy keeps
+    /// serving while the control plane does not answer.
+    pub(crate) async fn services(&self, cp: &ControlPlaneClient) -> Result<Services, McpError> {
+        if let Some(services) = self.services.fresh() {
+            return Ok(services);
+        }
+        match services::list_services(cp).await {
+            Ok(services) => {
+                self.services.set(services.clone());
+                Ok(services)
+            }
+            Err(err) => match self.services.stale() {
+                Some(services) => Ok(services),
+                None => Err(match err {
+                    CpError::Unavailable => McpError::Unavailable,
+                    _ => McpError::Internal,
+                }),
+            },
+        }
+    }
+
+    /// The caller's credential for `service`, from the cache or the control plane.
+    async fn credential(
+        &self,
+        cp: &ControlPlaneClient,
+        caller: &Caller,
+        service: &Service,
+    ) -> Result<Credential, CredentialError> {
+        let key = (caller.grant_id.clone(), service.name.clone());
+        if let Some((credential, _)) = self.credentials.get(&key) {
+            return Ok(credential);
+        }
+        let credential = services::fetch_credential(cp, &caller.grant_id, &service.name).await?;
+        self.keep_credential(caller, service, &credential);
+        Ok(credential)
+    }
+
+    fn keep_credential(&self, caller: &Caller, service: &Service, credential: &Credential) {
+        let key = (caller.grant_id.clone(), service.name.clone());
+        self.credentials
+            .insert(key, (credential.clone(), caller.identity_id.clone()), credential.cache_ttl);
+    }
+
+    // === Invalidation (events) ===
+
+    /// The grants of `identity_id` among cached callers and credentials.
+    fn grants_of(&self, identity_id: &str) -> Vec<String> {
+        let mut grants: Vec<String> = self
+            .callers
+            .values_where(|caller| caller.identity_id == identity_id)
+            .into_iter()
+            .map(|caller| caller.grant_id)
+            .collect();
+        grants.extend(
+            self.credentials
+                .keys_where(|(_, identity)| identity == identity_id)
+                .into_iter()
+                .map(|(grant, _)| grant),
+        );
+        grants.sort();
+        grants.dedup();
+        grants
+    }
+
+    /// Drops everything cached for `grants`.
+    fn forget_grants(&self, grants: &[String]) {
+        let revoked = |grant: &String| grants.contains(grant);
+        self.callers.remove_where(|_, caller| revoked(&caller.grant_id));
+        self.credentials.remove_where(|(grant, _), _| revoked(grant));
+        self.sessions.remove_where(|(grant, _), _| revoked(grant));
+    }
+
+    /// Drops the credentials and sessions of one identity's connection.
+    fn forget_connection(&self, identity_id: &str, service: &str) {
+        let grants = self.grants_of(identity_id);
+        let hit = |grant: &String, name: &String| name == service && grants.contains(grant);
+        self.credentials.remove_where(|(grant, name), _| hit(grant, name));
+        self.sessions.remove_where(|(grant, name), _| hit(grant, name));
+    }
+
+    /// Drops the service catalogue and what was learnt from the services.
+    fn forget_services(&self) {
+        self.services.clear();
+        self.tool_catalogues.remove_where(|_, _| true);
+        self.prompt_catalogues.remove_where(|_, _| true);
+        self.sessions.remove_where(|_, _| true);
+    }
+
+    /// After missing events: drops everything kept per grant.
+    fn forget_per_grant(&self) {
+        self.callers.remove_where(|_, _| true);
+        self.credentials.remove_where(|_, _| true);
+    }
+
+    /// Counts and logs a failed upstream call.
+    fn upstream_failed(&self, service: &Service, method: &str, err: &UpstreamError) {
+        let failures = self.upstream_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(target: "gatehouse::mcp", service = %service.name, method, error = %err, failures, "upstream call failed");
+    }
+
+    /// Sends one JSON-RPC message to `service` as `caller`: the credential
+    /// (cached), the session (initialized lazily), then the message. An
+    /// upstream 401 gets one refresh through the control plane and one retry;
+    /// an expired upstream session one re-initialisation and one retry.
+    async fn call(
+        &self,
+        cp: &ControlPlaneClient,
+        caller: &Caller,
+        service: &Service,
+        body: Bytes,
+    ) -> Result<(UpstreamReply, Instant), CallError> {
+        let deadline = Instant::now() + service.timeout(self.default_timeout);
+        let key = (caller.grant_id.clone(), service.name.clone());
+        let mut credential = self.credential(cp, caller, service).await?;
+        let mut refreshed = false;
+        let mut reinitialized = false;
+        loop {
+            let attempt = async {
+                let session = match self.sessions.get(&key) {
+                    Some(session) => session,
+                    None => {
+                        let session = self.upstream.initialize(service, &credential, deadline).await?;
+                        self.sessions.insert(key.clone(), session.clone(), SESSION_TTL);
+                        session
+                    }
+                };
+                self.upstream
+                    .post(service, &credential, Some(&session), body.clone(), deadline)
+                    .await
+            };
+            match attempt.await {
+                Ok(reply) => return Ok((reply, deadline)),
+                Err(UpstreamError::Unauthorized) if service.auth_mode == AuthMode::Oauth && !refreshed => {
+                    refreshed = true;
+                    self.credentials.remove(&key);
+                    self.sessions.remove(&key);
+                    tracing::info!(target: "gatehouse::mcp", service = %service.name, grant_id = %caller.grant_id, "upstream refused the credential; refreshing once");
+                    credential = services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.version).await?;
+                    self.keep_credential(caller, service, &credential);
+                }
+                Err(UpstreamError::Unauthorized) if service.auth_mode == AuthMode::Oauth => {
+                    self.credentials.remove(&key);
+                    self.sessions.remove(&key);
+                    return Err(CallError::Credential(CredentialError::NeedsReauth));
+                }
+                Err(UpstreamError::SessionExpired) if !reinitialized => {
+                    reinitialized = true;
+                    self.sessions.remove(&key);
+                }
+                Err(err) => return Err(CallError::Upstream(err)),
+            }
+        }
+    }
+}
+
+/// Why a call to a service did not produce a reply.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    Credential(CredentialError),
+    Upstream(UpstreamError),
+}
+
+impl From<CredentialError> for CallError {
+    fn from(err: CredentialError) -> Self {
+        Self::Credential(err)
+    }
+}
 
 /// The `/mcp` route.
 pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -21,16 +271,142 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/mcp", post(post_mcp).get(get_or_delete_mcp).delete(get_or_delete_mcp))
         // Order: route_layer, so only the matched route (every method of it)
         // authenticates and an unknown path never calls the control plane.
-        .route_layer(middleware::from_fn_with_state(state, auth::authenticate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        // Order: outside authentication, so a foreign origin is refused before
+        // any token is looked at.
+        .route_layer(middleware::from_fn_with_state(state, check_origin))
 }
 
-/// `POST /mcp`: authenticated; the gateway is a later issue.
-async fn post_mcp(caller: axum::Extension<Caller>) -> McpError {
-    tracing::debug!(target: "gatehouse::mcp", grant_id = %caller.grant_id, client_id = %caller.client_id, "authenticated /mcp call; gateway not implemented");
-    McpError::NotImplemented
+async fn check_origin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Result<Response, McpError> {
+    wire::check_origin(request.headers(), &state.config.public_url, &state.config.allowed_origins)?;
+    Ok(next.run(request).await)
 }
 
-/// `GET` and `DELETE /mcp`: no stream and no sessions yet.
+/// `GET` and `DELETE /mcp`: no stream to open, no session to end (SPEC-NOTES §4.3).
 async fn get_or_delete_mcp() -> McpError {
     McpError::MethodNotAllowed
+}
+
+/// `POST /mcp`: one JSON-RPC message (or, on 2025-03-26, a batch).
+async fn post_mcp(
+    State(state): State<Arc<AppState>>,
+    caller: axum::Extension<Caller>,
+    token: axum::Extension<BearerToken>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match serve(&state, &caller, &token, &headers, &body).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn serve(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    token: &BearerToken,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, McpError> {
+    wire::check_content_type(headers)?;
+    if jsonrpc::is_batch(body) {
+        // Batches exist only in 2025-03-26 (SPEC-NOTES §1).
+        if wire::header_version(headers)? != wire::DEFAULT_VERSION {
+            return Err(McpError::BatchNotAllowed);
+        }
+        return serve_batch(state, caller, token, body).await;
+    }
+    let message = Incoming::parse(body).map_err(McpError::Malformed)?;
+    let method = message.method.as_deref().unwrap_or_default();
+    let modern = wire::modern_meta(message.params);
+    match &modern {
+        Some(modern) => wire::check_modern(headers, message.id_json(), method, message.params, modern)?,
+        None => {
+            let version = wire::header_version(headers)?;
+            if wire::MODERN_VERSIONS.contains(&version.as_str()) && message.kind() == Kind::Request {
+                return Err(McpError::HeaderMismatch {
+                    id: message.id_json().to_owned(),
+                    detail: "a 2026-07-28 request must carry _meta io.modelcontextprotocol/protocolVersion".into(),
+                });
+            }
+        }
+    }
+    if message.kind() != Kind::Request {
+        // Notifications and responses are accepted and dropped: Gatehouse sends
+        // no requests to clients and keeps no session they would belong to.
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    let call = dispatch::Call {
+        state,
+        caller,
+        token,
+        id: message.id_json(),
+        method,
+        params: message.params,
+        modern: modern.as_ref(),
+        buffered: false,
+    };
+    Ok(match dispatch::dispatch(&call).await? {
+        Reply::Json(body) => json_response(body),
+        Reply::Stream(response) => response,
+    })
+}
+
+/// A 2025-03-26 batch: each request answered in turn, the answers in one array.
+async fn serve_batch(state: &Arc<AppState>, caller: &Caller, token: &BearerToken, body: &[u8]) -> Result<Response, McpError> {
+    let elements = jsonrpc::parse_batch(body).map_err(McpError::Malformed)?;
+    let mut answers: Vec<Vec<u8>> = Vec::new();
+    for element in elements {
+        let message = match Incoming::parse(element.get().as_bytes()) {
+            Ok(message) => message,
+            Err(err) => {
+                answers.push(jsonrpc::error_response("null", err.code(), &err.to_string(), None));
+                continue;
+            }
+        };
+        if message.kind() != Kind::Request {
+            continue;
+        }
+        let call = dispatch::Call {
+            state,
+            caller,
+            token,
+            id: message.id_json(),
+            method: message.method.as_deref().unwrap_or_default(),
+            params: message.params,
+            modern: None,
+            buffered: true,
+        };
+        let answer = match dispatch::dispatch(&call).await {
+            Ok(Reply::Json(body)) => body.to_vec(),
+            Ok(Reply::Stream(_)) => unreachable_stream(call.id),
+            Err(err) => match err.rpc_body() {
+                Some(body) => body,
+                None => return Err(err),
+            },
+        };
+        answers.push(answer);
+    }
+    if answers.is_empty() {
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    let mut out = Vec::from(&b"["[..]);
+    for (i, answer) in answers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(answer);
+    }
+    out.push(b']');
+    Ok(json_response(Bytes::from(out)))
+}
+
+/// Batch calls are dispatched without streaming (see `dispatch::Call::buffered`);
+/// should a stream come back anyway, the element gets an error.
+fn unreachable_stream(id: &str) -> Vec<u8> {
+    jsonrpc::error_response(id, jsonrpc::INTERNAL_ERROR, "internal error", None)
+}
+
+fn json_response(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }

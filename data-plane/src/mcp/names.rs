@@ -29,14 +29,21 @@ pub fn exposed(service: &str, upstream: &str) -> String {
     let digest = Sha256::digest(upstream.as_bytes());
     let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     let room = MAX_LEN.saturating_sub(service.len() + SEPARATOR.len() + 1 + hash.len());
-    let sanitised: String = upstream.chars().map(|c| if allowed(c) { c } else { '_' }).take(room).collect();
+    let sanitised: String = upstream
+        .chars()
+        .map(|c| if allowed(c) { c } else { '_' })
+        .take(room)
+        .collect();
     format!("{service}{SEPARATOR}{sanitised}-{hash}")
 }
 
 /// The service a client-side name belongs to, and the rest of the name.
 pub fn service_of(exposed: &str) -> Option<(&str, &str)> {
     let (service, rest) = exposed.split_once(SEPARATOR)?;
-    let valid_service = !service.is_empty() && service.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid_service = !service.is_empty()
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     (valid_service && !rest.is_empty()).then_some((service, rest))
 }
 
@@ -45,7 +52,16 @@ pub fn resolve<'a>(service: &str, exposed_name: &str, upstream_names: impl IntoI
     upstream_names.into_iter().find(|name| exposed(service, name) == exposed_name)
 }
 
+/// Whether the part after the separator may be a shortened name (ends in
+/// `-` and 8 hex digits). Such a name may also be a plain upstream name, so
+/// routing asks the catalogue first.
+pub fn may_be_shortened(rest: &str) -> bool {
+    let bytes = rest.as_bytes();
+    bytes.len() > 9 && bytes[bytes.len() - 9] == b'-' && bytes[bytes.len() - 8..].iter().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Whether a name satisfies the rule clients enforce.
+#[cfg(test)]
 pub fn is_valid(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_LEN && name.chars().all(allowed)
 }
@@ -73,6 +89,14 @@ mod tests {
             assert!(is_valid(shown), "{shown:?} breaks the rule");
             assert_eq!(resolve("github-enterprise", shown, names.iter().copied()), Some(*name));
         }
-        assert_ne!(exposed_names[0], exposed_names[1], "names differing in a replaced character stay distinct");
+        assert_ne!(
+            exposed_names[0], exposed_names[1],
+            "names differing in a replaced character stay distinct"
+        );
+        for shown in &exposed_names[..3] {
+            assert!(may_be_shortened(service_of(shown).unwrap().1), "{shown}");
+        }
+        assert!(!may_be_shortened("ok_name"));
+        assert!(!may_be_shortened("-12345678"));
     }
 }

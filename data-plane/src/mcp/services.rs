@@ -103,7 +103,10 @@ pub(crate) struct Credential {
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credential")
-            .field("headers", &self.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+            )
             .field("version", &self.version)
             .finish()
     }
@@ -121,10 +124,13 @@ pub(crate) enum CredentialError {
     InvalidGrant,
     #[error("no such service")]
     UnknownService,
-    /// The control plane could not produce it now (unreachable, a static
-    /// header missing, a refresh that did not finish).
+    /// The control plane could not produce it now (a static header missing,
+    /// a refresh that did not finish).
     #[error("unavailable")]
-    Unavailable,
+    ServiceUnavailable,
+    /// The control plane did not answer.
+    #[error("the control plane is unavailable")]
+    ControlPlaneDown,
     #[error("the control plane failed")]
     Internal,
 }
@@ -137,9 +143,9 @@ impl From<CpError> for CredentialError {
                 ErrorReason::NeedsReauth => Self::NeedsReauth,
                 ErrorReason::InvalidGrant => Self::InvalidGrant,
                 ErrorReason::NotFound => Self::UnknownService,
-                _ => Self::Unavailable,
+                _ => Self::ServiceUnavailable,
             },
-            CpError::Unavailable => Self::Unavailable,
+            CpError::Unavailable => Self::ControlPlaneDown,
             CpError::Internal => Self::Internal,
         }
     }
@@ -170,7 +176,11 @@ fn credential_from_pb(credential: pb::UpstreamCredential) -> Result<Credential, 
 }
 
 /// `GetUpstreamCredential`.
-pub(crate) async fn fetch_credential(cp: &ControlPlaneClient, grant_id: &str, service: &str) -> Result<Credential, CredentialError> {
+pub(crate) async fn fetch_credential(
+    cp: &ControlPlaneClient,
+    grant_id: &str,
+    service: &str,
+) -> Result<Credential, CredentialError> {
     let reply = cp
         .tokens()
         .get_upstream_credential(pb::GetUpstreamCredentialRequest {

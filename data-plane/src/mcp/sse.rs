@@ -116,7 +116,9 @@ mod tests {
         use serde_json::json;
         assert!(is_response(&json!({"jsonrpc":"2.0","id":1,"result":{}})));
         assert!(is_response(&json!({"jsonrpc":"2.0","id":1,"error":{"code":1}})));
-        assert!(!is_response(&json!({"jsonrpc":"2.0","method":"notifications/progress","params":{}})));
+        assert!(!is_response(
+            &json!({"jsonrpc":"2.0","method":"notifications/progress","params":{}})
+        ));
         assert!(!is_response(&json!({"jsonrpc":"2.0","id":2,"method":"elicitation/create"})));
     }
 }

@@ -140,10 +140,12 @@ impl TestFleet {
 
     /// A new browser with an empty cookie jar.
     pub fn browser(&self) -> Browser {
-        Browser {
-            http: no_redirects(),
-            jar: Mutex::new(BTreeMap::new()),
-        }
+        Browser::new()
+    }
+
+    /// The fleet's database, for "nothing changed" and "nothing stored" checks.
+    pub fn db(&self) -> &TestDb {
+        &self._db
     }
 
     // === Registration ===
@@ -403,7 +405,21 @@ pub struct Browser {
     jar: Mutex<BTreeMap<String, String>>,
 }
 
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Browser {
+    /// A browser with an empty cookie jar, for servers outside a fleet (`gatehouse up`).
+    pub fn new() -> Self {
+        Self {
+            http: no_redirects(),
+            jar: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     /// The value of cookie `name`, if set.
     pub fn cookie(&self, name: &str) -> Option<String> {
         self.jar.lock().expect("jar").get(name).cloned()
@@ -536,4 +552,128 @@ pub fn query_of(url: &str) -> BTreeMap<String, Vec<String>> {
         out.entry(k.into_owned()).or_default().push(v.into_owned());
     }
     out
+}
+
+// === Walking a consent flow (shared by the consent and gateway suites) ===
+
+/// The `state` the helpers send to `/authorize` (characters that need encoding included).
+pub const STATE: &str = "st-8f3a/+ state";
+
+/// Authorizes on data plane `dp` and walks to the identity page; returns the flow id and the page.
+pub async fn start_flow(
+    fleet: &TestFleet,
+    browser: &Browser,
+    dp: usize,
+    client: &RegisteredClient,
+    pkce: &Pkce,
+) -> (String, PageHtml) {
+    let flow_id = browser.authorize(fleet.url(dp), &authorize_params(client, pkce, STATE)).await;
+    let page = browser.page(&format!("{}/consent/{flow_id}/identity", fleet.url(dp))).await;
+    (flow_id, page)
+}
+
+/// Chooses Skip and returns the services page.
+pub async fn skip(fleet: &TestFleet, browser: &Browser, dp: usize, flow_id: &str, csrf: &str) -> PageHtml {
+    let to = browser
+        .post_see_other(
+            &format!("{}/consent/{flow_id}/identity", fleet.url(dp)),
+            &[("csrf", csrf), ("choice", "skip")],
+        )
+        .await;
+    assert_eq!(to, format!("/consent/{flow_id}/services"));
+    browser.page(&format!("{}{to}", fleet.url(dp))).await
+}
+
+/// Chooses the virtual key `key` and returns the services page.
+pub async fn choose_virtual_key(
+    fleet: &TestFleet,
+    browser: &Browser,
+    dp: usize,
+    flow_id: &str,
+    csrf: &str,
+    key: &str,
+) -> PageHtml {
+    let to = browser
+        .post_see_other(
+            &format!("{}/consent/{flow_id}/identity", fleet.url(dp)),
+            &[("csrf", csrf), ("choice", "virtual_key"), ("virtual_key", key)],
+        )
+        .await;
+    assert_eq!(to, format!("/consent/{flow_id}/services"));
+    browser.page(&format!("{}{to}", fleet.url(dp))).await
+}
+
+/// Approves, asserting the 303 to the redirect URI with code, state and iss.
+pub async fn approve(
+    fleet: &TestFleet,
+    browser: &Browser,
+    dp: usize,
+    client: &RegisteredClient,
+    flow_id: &str,
+    csrf: &str,
+    pkce: &Pkce,
+) -> AuthorizationCode {
+    let to = browser
+        .post_see_other(&format!("{}/consent/{flow_id}/approve", fleet.url(dp)), &[("csrf", csrf)])
+        .await;
+    assert!(
+        to.starts_with(&format!("{}?", client.redirect_uri)),
+        "approve sends the browser to the client: {to}"
+    );
+    let query = query_of(&to);
+    assert_eq!(query["state"], vec![STATE.to_owned()], "state is echoed exactly");
+    assert_eq!(query["iss"], vec![fleet.issuer.clone()], "iss is the issuer (RFC 9207)");
+    assert!(!query.contains_key("error"));
+    let code = query["code"][0].clone();
+    assert!(!code.is_empty());
+    AuthorizationCode {
+        code,
+        verifier: pkce.verifier.clone(),
+    }
+}
+
+/// The continuation link of `redirect.html` (after Connect), entities decoded.
+pub fn continuation_link(html: &str) -> String {
+    let start = html.find(r#"<a class="button" href=""#).expect("continuation link") + r#"<a class="button" href=""#.len();
+    let end = html[start..].find('"').unwrap();
+    html[start..start + end].replace("&#38;", "&").replace("&amp;", "&")
+}
+
+/// At the demo upstream's consent page `upstream_url`, allows as `account`;
+/// returns where the upstream sends the browser back (Gatehouse's `/oauth/callback`).
+pub async fn allow_at_demo(browser: &Browser, demo_base: &str, upstream_url: &str, account: &str) -> String {
+    let page = browser.page(upstream_url).await;
+    let mut form = gatehouse::demo::hidden_fields(&page.html);
+    form.push(("account".into(), account.into()));
+    form.push(("decision".into(), "allow".into()));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let response = browser.post_raw(&format!("{demo_base}/authorize"), &form).await;
+    assert!(response.status().is_redirection(), "{}", response.status());
+    location(&response)
+}
+
+/// On the services page of `flow` (its id and CSRF token), connects `service`
+/// at the demo upstream as `account`, landing the callback on data plane `dp`.
+pub async fn connect_demo_service(
+    fleet: &TestFleet,
+    browser: &Browser,
+    dp: usize,
+    (flow_id, csrf): (&str, &str),
+    service: &str,
+    demo_base: &str,
+    account: &str,
+) {
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/connect", fleet.url(dp)),
+            &[("csrf", csrf), ("service", service)],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let upstream_url = continuation_link(&response.text().await.unwrap());
+    let callback = allow_at_demo(browser, demo_base, &upstream_url, account).await;
+    let callback = callback.replacen(&fleet.issuer, fleet.url(dp), 1);
+    let response = browser.get_raw(&callback).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), format!("/consent/{flow_id}/services"));
 }

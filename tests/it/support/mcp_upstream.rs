@@ -110,7 +110,12 @@ async fn post_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         Ok(v) => v,
         Err(_) => return (StatusCode::BAD_REQUEST, "not json").into_response(),
     };
-    shared.recorded.requests.lock().unwrap().push((headers.clone(), message.clone()));
+    shared
+        .recorded
+        .requests
+        .lock()
+        .unwrap()
+        .push((headers.clone(), message.clone()));
     if let Some((name, value)) = &shared.script.required_header
         && headers.get(name.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str())
     {
@@ -142,7 +147,10 @@ async fn post_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         "tools/call" => {
             let name = message["params"]["name"].as_str().unwrap_or("");
             if !shared.script.tools.iter().any(|t| t == name) {
-                return json_response(json!({"jsonrpc":"2.0","id":id,"error":{"code":-32602,"message":"Unknown tool"}}), None);
+                return json_response(
+                    json!({"jsonrpc":"2.0","id":id,"error":{"code":-32602,"message":"Unknown tool"}}),
+                    None,
+                );
             }
             let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
             json!({ "content": [{ "type": "text", "text": format!("{name}: {}", message["params"]["arguments"]) }],
@@ -154,7 +162,12 @@ async fn post_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         "resources/list" => json!({ "resources": [{ "uri": "fixture://readme", "name": "readme" }] }),
         "resources/read" => json!({ "contents": [{ "uri": message["params"]["uri"], "text": "read me" }] }),
         "ping" => json!({}),
-        _ => return json_response(json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"Method not found"}}), None),
+        _ => {
+            return json_response(
+                json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"Method not found"}}),
+                None,
+            );
+        }
     };
     let session = if shared.script.sessions && method == "initialize" {
         let session = format!("s{}", shared.recorded.sessions_opened.fetch_add(1, Ordering::SeqCst) + 1);

@@ -3,8 +3,13 @@
 
 pub mod db;
 pub mod fleet;
+pub mod http_fixture;
+pub mod mcp_client;
+pub mod mcp_upstream;
 pub mod plane;
+pub mod snapshot;
 pub mod tools;
+pub mod up_process;
 
 pub use db::{Backend, TestDb};
 pub use plane::TestControlPlane;

@@ -54,3 +54,14 @@ pub fn grpcurl() -> Option<PathBuf> {
     candidates.push(PathBuf::from("grpcurl"));
     require("grpcurl", &candidates)
 }
+
+/// Node with `tests/sdk/typescript/node_modules/@modelcontextprotocol/sdk` (`.ci/run` runs `npm ci` there).
+pub fn node_with_mcp_sdk() -> Option<PathBuf> {
+    let ready = repo()
+        .join("tests/sdk/typescript/node_modules/@modelcontextprotocol/sdk")
+        .exists();
+    require(
+        "node with @modelcontextprotocol/sdk (tests/sdk/typescript)",
+        &if ready { vec![PathBuf::from("node")] } else { vec![] },
+    )
+}

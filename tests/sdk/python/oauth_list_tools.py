@@ -3,17 +3,28 @@ consent pages (driven headlessly, as a browser would: cookies kept, forms
 submitted), then initialize and tools/list, optionally tools/call.
 
 Usage: python oauth_list_tools.py MCP_URL [TOOL [JSON_ARGUMENTS]]
-Prints one JSON object: {"tools": [...], "call": {...} | null}.
+       python oauth_list_tools.py MCP_URL --connect TOOL ACCOUNT
+Prints one JSON object: {"tools": [...], "call": {...} | null, "iss": ...}.
+
+With --connect, TOOL belongs to a service the flow did not connect: the call
+first answers with the connect link (a tool error), then, from a session that
+declares URL elicitation, with -32042; the script opens that link as a browser
+would, allows at the upstream as ACCOUNT, and calls TOOL again with the same
+tokens. The object then also has "unconnected" (the tool error) and
+"elicitation" ({"code", "url"}).
 """
 
 import asyncio
+import html
 import html.parser
 import json
+import re
 import sys
 from urllib.parse import parse_qs, urljoin, urlparse
 
 import httpx
 from mcp import ClientSession
+from mcp.shared.exceptions import McpError
 from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
@@ -56,6 +67,8 @@ class Forms(html.parser.HTMLParser):
                 self.forms[-1]["buttons"].append((attrs["name"], attrs.get("value", "")))
             elif attrs.get("type") == "hidden":
                 self.forms[-1]["fields"][attrs["name"]] = attrs.get("value", "")
+            else:
+                self.forms[-1].setdefault("inputs", []).append(attrs["name"])
 
 
 def form(page: str, action_suffix: str):
@@ -100,10 +113,34 @@ async def callback_handler():
     return got["code"], got.get("state")
 
 
+async def open_connect_link(link: str, account: str) -> None:
+    """Opens a connect link as its person would: the page, Continue, the
+    upstream's consent (allow as `account`), back to Gatehouse."""
+    page = await browser.get(link)
+    assert page.status_code == 200, f"connect page: {page.status_code} {page.text[:500]}"
+    connect = form(page.text, urlparse(link).path)
+    page = await browser.post(urljoin(link, connect["action"]), data=connect["fields"])
+    assert page.status_code == 200, f"continuation page: {page.status_code} {page.text[:500]}"
+    upstream = html.unescape(re.search(r'<a class="button" href="([^"]+)"', page.text).group(1))
+    page = await browser.get(upstream)
+    assert page.status_code == 200, f"upstream consent: {page.status_code} {page.text[:500]}"
+    consent = form(page.text, "/authorize")
+    data = dict(consent["fields"], account=account, decision="allow")
+    response = await browser.post(urljoin(upstream, consent["action"]), data=data)
+    done = await follow(response)
+    assert done.status_code == 200 and "Connected" in done.text, f"after the upstream: {done.status_code} {done.text[:500]}"
+
+
+async def accept_elicitation(context, params):
+    raise AssertionError("Gatehouse sends no elicitation requests; it answers with -32042")
+
+
 async def main():
     mcp_url = sys.argv[1]
-    tool = sys.argv[2] if len(sys.argv) > 2 else None
-    arguments = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    connect = len(sys.argv) > 2 and sys.argv[2] == "--connect"
+    tool = sys.argv[3] if connect else (sys.argv[2] if len(sys.argv) > 2 else None)
+    account = sys.argv[4] if connect else None
+    arguments = {} if connect else (json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})
     oauth = OAuthClientProvider(
         server_url=mcp_url,
         client_metadata=OAuthClientMetadata(
@@ -117,15 +154,34 @@ async def main():
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
     )
+    out = {"call": None}
     async with streamablehttp_client(mcp_url, auth=oauth) as (read, write, _):
         async with ClientSession(read, write) as session:
             await session.initialize()
             tools = await session.list_tools()
-            call = None
-            if tool:
+            out["tools"] = [t.name for t in tools.tools]
+            if tool and not connect:
                 result = await session.call_tool(tool, arguments)
-                call = result.model_dump(mode="json")
-    print(json.dumps({"tools": [t.name for t in tools.tools], "call": call, "iss": got.get("iss")}))
+                out["call"] = result.model_dump(mode="json")
+            if connect:
+                result = await session.call_tool(tool, {})
+                out["unconnected"] = result.model_dump(mode="json")
+    if connect:
+        # A session that declares URL elicitation gets -32042 with the link.
+        async with streamablehttp_client(mcp_url, auth=oauth) as (read, write, _):
+            async with ClientSession(read, write, elicitation_callback=accept_elicitation) as session:
+                await session.initialize()
+                try:
+                    await session.call_tool(tool, {})
+                    raise AssertionError("the call of an unconnected service succeeded")
+                except McpError as err:
+                    url = err.error.data["elicitations"][0]["url"]
+                    out["elicitation"] = {"code": err.error.code, "url": url}
+                await open_connect_link(url, account)
+                result = await session.call_tool(tool, {})
+                out["call"] = result.model_dump(mode="json")
+    out["iss"] = got.get("iss")
+    print(json.dumps(out))
 
 
 asyncio.run(main())

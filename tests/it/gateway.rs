@@ -1,0 +1,864 @@
+//! `/mcp`, the gateway, end to end: two data planes (requests round-robined
+//! across them), one control plane, the demo upstream (per-user OAuth) and the
+//! scriptable fixture upstreams (no auth, a static header, slow, SSE with
+//! progress, expiring sessions).
+
+use std::time::Duration;
+
+use gatehouse::demo::{DemoConfig, DemoUpstream};
+use gatehouse::pb::CreateVirtualKeyRequest;
+use gatehouse_control_plane::mcp_servers::{AuthMode, McpServer, StaticHeader};
+use reqwest::StatusCode;
+use reqwest::header;
+use serde_json::{Value, json};
+
+use crate::support::fleet::{
+    Browser, Pkce, TestFleet, Tokens, approve, choose_virtual_key, connect_demo_service, skip, start_flow,
+};
+use crate::support::mcp_client::{McpClient, read_reply};
+use crate::support::mcp_upstream::{McpUpstream, Script};
+
+// === Setup ===
+
+async fn demo_upstream() -> DemoUpstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    DemoUpstream::spawn(listener, DemoConfig::default()).await.unwrap()
+}
+
+/// The demo upstream as a per-user OAuth service.
+fn oauth_service(name: &str, demo: &DemoUpstream) -> McpServer {
+    McpServer {
+        name: name.into(),
+        display_name: "Demo Notes".into(),
+        url: demo.mcp_url(),
+        auth_mode: AuthMode::Oauth,
+        ..Default::default()
+    }
+}
+
+/// A fixture upstream without authentication.
+fn open_service(name: &str, fixture: &McpUpstream) -> McpServer {
+    McpServer {
+        name: name.into(),
+        display_name: format!("Fixture {name}"),
+        url: fixture.url.clone(),
+        auth_mode: AuthMode::None,
+        ..Default::default()
+    }
+}
+
+/// Two data planes and `servers`, loopback upstreams allowed.
+async fn fleet_with(servers: Vec<McpServer>) -> TestFleet {
+    TestFleet::builder()
+        .data_planes(2)
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = true;
+            config.mcp_servers = servers;
+        })
+        .spawn()
+        .await
+}
+
+/// How a test person proves who they are on the identity page.
+enum Identity<'a> {
+    Skip,
+    VirtualKey(&'a str),
+}
+
+/// A new client's tokens: authorize, `identity`, connect `connect` (services
+/// backed by `demo`) as `account`, approve, exchange. The steps alternate
+/// between the data planes.
+async fn sign_up(
+    fleet: &TestFleet,
+    identity: Identity<'_>,
+    connect: &[&str],
+    demo: Option<&DemoUpstream>,
+    account: &str,
+) -> (Browser, Tokens) {
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let pkce = Pkce::new();
+    let (flow_id, page) = start_flow(fleet, &browser, 0, &client, &pkce).await;
+    let services = match identity {
+        Identity::Skip => skip(fleet, &browser, 1, &flow_id, &page.csrf()).await,
+        Identity::VirtualKey(key) => choose_virtual_key(fleet, &browser, 1, &flow_id, &page.csrf(), key).await,
+    };
+    let csrf = services.csrf();
+    for service in connect {
+        let demo = demo.expect("connecting needs the demo upstream");
+        connect_demo_service(fleet, &browser, 0, (&flow_id, &csrf), service, demo.base_url(), account).await;
+    }
+    let code = approve(fleet, &browser, 1, &client, &flow_id, &csrf, &pkce).await;
+    let tokens = fleet.exchange_code(0, &client, &code).await;
+    (browser, tokens)
+}
+
+async fn virtual_key(fleet: &TestFleet, name: &str) -> String {
+    let admin = fleet.control_plane.admin().await;
+    admin
+        .admin()
+        .create_virtual_key(CreateVirtualKeyRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret
+}
+
+fn text_of(response: &Value) -> String {
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+// === The per-user OAuth service and a no-auth service ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_of_every_service_are_listed_prefixed_and_calls_reach_the_callers_own_upstream_account() {
+    let demo = demo_upstream().await;
+    let plain = McpUpstream::start(Script::default()).await;
+    let fleet = fleet_with(vec![oauth_service("notes", &demo), open_service("plain", &plain)]).await;
+    let (_, tokens) = sign_up(&fleet, Identity::Skip, &["notes"], Some(&demo), "alice").await;
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+
+    let init = mcp.initialize(json!({})).await;
+    assert_eq!(init["protocolVersion"], "2025-11-25");
+    assert_eq!(init["serverInfo"]["name"], "gatehouse");
+    assert_eq!(init["capabilities"], json!({"tools": {}, "prompts": {}, "resources": {}}));
+
+    let tools = mcp.result("tools/list", json!({})).await;
+    let names: Vec<&str> = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["notes__whoami", "notes__echo", "notes__add", "plain__echo"]);
+    let echo = &tools["tools"][1];
+    assert_eq!(echo["description"], "Returns the text it is given.", "descriptions are kept");
+    assert_eq!(echo["inputSchema"]["required"], json!(["text"]), "schemas are kept");
+    assert_eq!(echo["annotations"]["readOnlyHint"], true, "other fields are kept");
+
+    for _ in 0..2 {
+        assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+    }
+    assert_eq!(mcp.call_text("notes__add", json!({"a": 2, "b": 3})).await, "5");
+    let reply = mcp.call_tool("plain__echo", json!({"text": "hi"})).await;
+    assert_eq!(reply["result"]["structuredContent"]["arguments"], json!({"text": "hi"}));
+    assert_eq!(
+        reply["result"]["structuredContent"]["authorization"], "",
+        "no credential goes to a no-auth service"
+    );
+
+    let reply = mcp.call_tool("notes__nope", json!({})).await;
+    assert_eq!(reply["error"]["code"], -32602, "{reply}");
+    let reply = mcp.call_tool("nothing__echo", json!({})).await;
+    assert_eq!(reply["error"]["code"], -32602);
+    assert_eq!(reply["error"]["message"], "Unknown tool: nothing__echo");
+    assert_eq!(mcp.result("ping", json!({})).await, json!({}));
+    let reply = mcp.request("sampling/createMessage", json!({})).await;
+    assert_eq!(reply["error"]["code"], -32601);
+
+    // Security: no Gatehouse token ever reaches an upstream.
+    assert!(demo.stats().mcp_requests() > 0);
+    assert!(
+        !demo.stats().any_header_contains("gh_at_"),
+        "a Gatehouse token reached the demo upstream"
+    );
+    assert!(!demo.stats().any_header_contains(&tokens.access_token));
+    let fixture_headers = plain.all_headers();
+    assert!(!fixture_headers.is_empty());
+    assert!(
+        fixture_headers.iter().flatten().all(|(_, v)| !v.contains("gh_at_")),
+        "a Gatehouse token reached the fixture"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_is_whoever_the_token_says_and_no_header_can_name_another() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
+    let (_, alice) = sign_up(&fleet, Identity::Skip, &["notes"], Some(&demo), "alice").await;
+    let (_, bob) = sign_up(&fleet, Identity::Skip, &["notes"], Some(&demo), "bob").await;
+    let as_alice = McpClient::new(&fleet, &alice.access_token);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "notes__whoami", "arguments": {}}})
+        .to_string();
+    for header in ["x-user-id", "x-forwarded-user", "x-gatehouse-identity"] {
+        let response = as_alice.post_raw(&body, &[(header, "bob"), (header, "someone-else")]).await;
+        let reply = read_reply(response).await;
+        assert_eq!(text_of(&reply.response), "you are alice", "{header}");
+    }
+    let as_bob = McpClient::new(&fleet, &bob.access_token);
+    assert_eq!(as_bob.call_text("notes__whoami", json!({})).await, "you are bob");
+    // Unknown or missing tokens get the challenge, whatever else is sent.
+    let nobody = McpClient::new(&fleet, "gh_at_not-a-token");
+    let response = nobody.post_raw(&body, &[("x-user-id", "alice")]).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    fleet.stop().await;
+}
+
+// === Connect links ===
+
+/// The connect link in an `isError` tool result.
+fn link_in_result(response: &Value) -> String {
+    assert_eq!(response["result"]["isError"], true, "{response}");
+    let text = text_of(response);
+    let start = text.find("http").unwrap_or_else(|| panic!("no link in {text}"));
+    text[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+/// The connect link of a -32042 error, checked.
+fn link_in_elicitation(response: &Value) -> String {
+    assert_eq!(response["error"]["code"], -32042, "{response}");
+    let elicitation = &response["error"]["data"]["elicitations"][0];
+    assert_eq!(elicitation["mode"], "url");
+    let url = elicitation["url"].as_str().unwrap().to_owned();
+    let id = elicitation["elicitationId"].as_str().unwrap();
+    assert!(
+        !id.is_empty() && !url.contains(id),
+        "the elicitation id is not the link's secret"
+    );
+    assert!(elicitation["message"].as_str().unwrap().contains("Demo Notes"));
+    url
+}
+
+/// Opens a connect link in `browser` on data plane `dp`: the page, the form
+/// (with `virtual_key` when given); returns the response to the post.
+async fn submit_link(
+    fleet: &TestFleet,
+    browser: &Browser,
+    link: &str,
+    dp: usize,
+    virtual_key: Option<&str>,
+) -> reqwest::Response {
+    let link = link.replacen(&fleet.issuer, fleet.url(dp), 1);
+    let page = browser.page(&link).await;
+    assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(
+        page.html.contains(r#"name="virtual_key""#),
+        virtual_key.is_some(),
+        "{}",
+        page.html
+    );
+    let csrf = page.csrf();
+    let mut form = vec![("csrf", csrf.as_str())];
+    if let Some(key) = virtual_key {
+        form.push(("virtual_key", key));
+    }
+    browser.post_raw(&link, &form).await
+}
+
+/// Follows a continuation page to the demo upstream, allows as `account`, and
+/// lands the callback on data plane `dp`; asserts the "Connected" page.
+async fn finish_link_at_demo(
+    fleet: &TestFleet,
+    browser: &Browser,
+    response: reqwest::Response,
+    demo: &DemoUpstream,
+    account: &str,
+    dp: usize,
+) {
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = response.text().await.unwrap();
+    let upstream_url = crate::support::fleet::continuation_link(&html);
+    assert!(upstream_url.starts_with(demo.base_url()), "{upstream_url}");
+    let callback = crate::support::fleet::allow_at_demo(browser, demo.base_url(), &upstream_url, account).await;
+    let callback = callback.replacen(&fleet.issuer, fleet.url(dp), 1);
+    let done = browser.page(&callback).await;
+    assert!(done.html.contains("Connected"), "{}", done.html);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconnected_service_answers_with_its_connect_link_and_after_connecting_the_same_call_works() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
+    let (_, tokens) = sign_up(&fleet, Identity::Skip, &[], None, "").await;
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+
+    // Without the elicitation capability: a tool error with the link.
+    mcp.initialize(json!({"elicitation": {}})).await;
+    assert!(
+        mcp.tool_names().await.is_empty(),
+        "nothing is known of an unconnected service yet"
+    );
+    let response = mcp.call_tool("notes__whoami", json!({})).await;
+    let first_link = link_in_result(&response);
+    assert!(
+        first_link.starts_with(&format!("{}/connect/gh_cl_", fleet.issuer)),
+        "{first_link}"
+    );
+
+    // With it: URL-mode elicitation (-32042), on either data plane.
+    mcp.initialize(json!({"elicitation": {"url": {}}})).await;
+    let link = link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+    let again = link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+    assert_ne!(link, again, "each link is new");
+
+    // An anonymous (Skip) identity: the link alone is the proof.
+    let browser = fleet.browser();
+    let response = submit_link(&fleet, &browser, &link, 1, None).await;
+    finish_link_at_demo(&fleet, &browser, response, &demo, "carol", 0).await;
+
+    // The same call now works, with the same token: no new OAuth for the client.
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are carol");
+    // (Listed once on each data plane: each keeps its own catalogue.)
+    for _ in 0..2 {
+        assert_eq!(mcp.tool_names().await, ["notes__whoami", "notes__echo", "notes__add"]);
+    }
+
+    // A link works once.
+    let response = browser.get_raw(&link.replacen(&fleet.issuer, fleet.url(0), 1)).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    // Another caller, not connected, sees the service's tools (the catalogue
+    // shared by callers) but gets a link.
+    let (_, other) = sign_up(&fleet, Identity::Skip, &[], None, "").await;
+    let other = McpClient::new(&fleet, &other.access_token);
+    assert_eq!(other.tool_names().await, ["notes__whoami", "notes__echo", "notes__add"]);
+    let late = link_in_result(&other.call_tool("notes__whoami", json!({})).await);
+    // Links live ten minutes.
+    fleet.clock.advance(11 * 60);
+    let response = fleet.browser().get_raw(&late).await;
+    assert_eq!(response.status(), StatusCode::GONE);
+    let response = fleet
+        .browser()
+        .get_raw(&format!("{}/connect/gh_cl_unknown", fleet.url(1)))
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_link_is_refused_to_another_identity_and_works_for_its_own() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
+    let alice_key = virtual_key(&fleet, "alice").await;
+    let bob_key = virtual_key(&fleet, "bob").await;
+    let (_, tokens) = sign_up(&fleet, Identity::VirtualKey(&alice_key), &[], None, "").await;
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+    let link = link_in_result(&mcp.call_tool("notes__echo", json!({"text": "x"})).await);
+
+    // Bob's browser, Bob's key: refused (403), and nothing connected.
+    let bob = fleet.browser();
+    let response = submit_link(&fleet, &bob, &link, 0, Some(&bob_key)).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.headers().get(header::LOCATION).is_none());
+    // A key that is no key: the form again (401).
+    let response = submit_link(&fleet, &bob, &link, 1, Some("gh_vk_not-a-key")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // A post without the page's cookie is refused before anything is checked.
+    let response = fleet
+        .browser()
+        .post_raw(&link, &[("csrf", "forged"), ("virtual_key", alice_key.as_str())])
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    link_in_result(&mcp.call_tool("notes__echo", json!({"text": "x"})).await);
+
+    // Alice's key: connected, and the call works.
+    let alice = fleet.browser();
+    let response = submit_link(&fleet, &alice, &link, 1, Some(&alice_key)).await;
+    finish_link_at_demo(&fleet, &alice, response, &demo, "alice-at-demo", 1).await;
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice-at-demo");
+    fleet.stop().await;
+}
+
+// === Upstream 401 ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_401_is_refreshed_once_and_retried_and_a_failed_refresh_asks_to_connect_again() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
+    let (_, tokens) = sign_up(&fleet, Identity::Skip, &["notes"], Some(&demo), "alice").await;
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+    mcp.initialize(json!({"elicitation": {"url": {}}})).await;
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+    assert_eq!(demo.stats().refreshes(), 0);
+
+    // The upstream token expires: one refresh, one retry, and the call works.
+    demo.expire_access_tokens();
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+    assert_eq!(demo.stats().refreshes(), 1, "exactly one refresh");
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+    assert_eq!(demo.stats().refreshes(), 1);
+
+    // The grant ends at the provider: the refresh fails, the connection needs
+    // re-authorization and the caller gets the connect link.
+    demo.revoke_all();
+    let link = link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+    link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+
+    let browser = fleet.browser();
+    let response = submit_link(&fleet, &browser, &link, 0, None).await;
+    finish_link_at_demo(&fleet, &browser, response, &demo, "alice", 1).await;
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+    fleet.stop().await;
+}
+
+// === Fixture upstreams: static header, slow, SSE, sessions, allow and deny lists ===
+
+/// The caller's tokens when no service needs connecting.
+async fn tokens_for(fleet: &TestFleet) -> Tokens {
+    sign_up(fleet, Identity::Skip, &[], None, "").await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_header_service_gets_its_header_and_a_slow_one_does_not_hold_up_the_others() {
+    // The header's value comes from an environment variable the control plane
+    // reads; cargo sets CARGO_MANIFEST_DIR for every test process.
+    let secret = env!("CARGO_MANIFEST_DIR").to_owned();
+    let keyed = McpUpstream::start(Script {
+        tools: vec!["lookup".into()],
+        required_header: Some(("x-api-key".into(), secret.clone())),
+        ..Default::default()
+    })
+    .await;
+    let slow = McpUpstream::start(Script {
+        tools: vec!["crawl".into()],
+        delay: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await;
+    let plain = McpUpstream::start(Script::default()).await;
+    let fleet = fleet_with(vec![
+        McpServer {
+            auth_mode: AuthMode::StaticHeaders,
+            static_headers: vec![StaticHeader {
+                name: "X-Api-Key".into(),
+                value_env: "CARGO_MANIFEST_DIR".into(),
+                value_file: String::new(),
+            }],
+            ..open_service("keyed", &keyed)
+        },
+        McpServer {
+            timeout_ms: 300,
+            ..open_service("slow", &slow)
+        },
+        open_service("plain", &plain),
+    ])
+    .await;
+    let mcp = McpClient::new(&fleet, &tokens_for(&fleet).await.access_token);
+    mcp.initialize(json!({})).await;
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            mcp.tool_names().await,
+            ["keyed__lookup", "plain__echo"],
+            "the slow service is left out"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "tools/list waited for the slow service"
+        );
+    }
+    let reply = mcp.call_tool("keyed__lookup", json!({"text": "q"})).await;
+    assert_eq!(reply["result"]["structuredContent"]["tool"], "lookup", "{reply}");
+    let headers = keyed.all_headers();
+    assert!(
+        headers
+            .iter()
+            .all(|h| h.iter().any(|(n, v)| n == "x-api-key" && *v == secret))
+    );
+    let reply = mcp.call_tool("slow__crawl", json!({})).await;
+    assert_eq!(reply["error"]["code"], -32603, "{reply}");
+    assert!(
+        reply["error"]["message"].as_str().unwrap().contains("did not answer in time"),
+        "{reply}"
+    );
+    assert_eq!(mcp.call_tool("plain__echo", json!({})).await["result"]["isError"], false);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_replies_are_relayed_with_their_progress_notifications() {
+    let streaming = McpUpstream::start(Script {
+        tools: vec!["build".into()],
+        sse: true,
+        ..Default::default()
+    })
+    .await;
+    let fleet = fleet_with(vec![open_service("ci", &streaming)]).await;
+    let mcp = McpClient::new(&fleet, &tokens_for(&fleet).await.access_token);
+    mcp.initialize(json!({})).await;
+    // tools/list reads the SSE reply to its response.
+    assert_eq!(mcp.tool_names().await, ["ci__build"]);
+    for _ in 0..2 {
+        let reply = mcp
+            .request_with(
+                "tools/call",
+                json!({"name": "ci__build", "arguments": {"text": "go"}, "_meta": {"progressToken": "tok-1"}}),
+                &[],
+            )
+            .await;
+        assert!(reply.sse, "an SSE reply stays SSE");
+        assert_eq!(reply.notifications.len(), 2, "{:?}", reply.notifications);
+        for (i, note) in reply.notifications.iter().enumerate() {
+            assert_eq!(note["method"], "notifications/progress");
+            assert_eq!(note["params"]["progressToken"], "tok-1");
+            assert_eq!(note["params"]["progress"], i + 1);
+        }
+        assert_eq!(reply.response["result"]["structuredContent"]["tool"], "build");
+    }
+    // The token went upstream with the client's params; the name was the upstream's.
+    let bodies = streaming.recorded.requests.lock().unwrap().clone();
+    let call = bodies.iter().find(|(_, b)| b["method"] == "tools/call").unwrap();
+    assert_eq!(call.1["params"]["name"], "build");
+    assert_eq!(call.1["params"]["_meta"]["progressToken"], "tok-1");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sessions_open_lazily_and_reopen_after_a_404() {
+    let sessions = McpUpstream::start(Script {
+        sessions: true,
+        ..Default::default()
+    })
+    .await;
+    let fleet = fleet_with(vec![open_service("stateful", &sessions)]).await;
+    let mcp = McpClient::new(&fleet, &tokens_for(&fleet).await.access_token);
+    mcp.initialize(json!({})).await;
+    assert_eq!(
+        sessions.recorded.sessions_opened.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "lazily"
+    );
+    for _ in 0..4 {
+        let reply = mcp.call_tool("stateful__echo", json!({"text": "a"})).await;
+        assert_eq!(reply["result"]["isError"], false, "{reply}");
+    }
+    let opened = sessions.recorded.sessions_opened.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened >= 1);
+    sessions.expire_session();
+    let reply = mcp.call_tool("stateful__echo", json!({"text": "b"})).await;
+    assert_eq!(reply["result"]["isError"], false, "{reply}");
+    assert!(sessions.recorded.sessions_opened.load(std::sync::atomic::Ordering::SeqCst) > opened);
+    // Every request after initialize carried a session id and the negotiated version.
+    for (headers, body) in sessions.recorded.requests.lock().unwrap().iter() {
+        if body["method"] != "initialize" {
+            assert!(headers.contains_key("mcp-session-id"), "{body}");
+            assert_eq!(headers["mcp-protocol-version"], "2025-11-25");
+        }
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_and_deny_lists_hide_tools_and_long_or_odd_names_stay_valid_and_route_back() {
+    let long = format!("summarise_{}", "x".repeat(60));
+    let fixture = McpUpstream::start(Script {
+        tools: vec![
+            "read".into(),
+            "write".into(),
+            "delete".into(),
+            long.clone(),
+            "files.read".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let fleet = fleet_with(vec![McpServer {
+        allow_tools: vec!["read".into(), "write".into(), long.clone(), "files.read".into()],
+        deny_tools: vec!["write".into()],
+        ..open_service("docs-archive", &fixture)
+    }])
+    .await;
+    let mcp = McpClient::new(&fleet, &tokens_for(&fleet).await.access_token);
+    let names = mcp.tool_names().await;
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names[0], "docs-archive__read");
+    let rule = |n: &str| n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    for name in &names {
+        assert!(rule(name), "{name} breaks the 64-character rule");
+        assert!(name.starts_with("docs-archive__"));
+    }
+    for (name, upstream) in names.iter().zip(["read", long.as_str(), "files.read"]) {
+        let reply = mcp.call_tool(name, json!({})).await;
+        assert_eq!(reply["result"]["structuredContent"]["tool"], upstream, "{name}: {reply}");
+    }
+    for hidden in ["docs-archive__write", "docs-archive__delete"] {
+        let reply = mcp.call_tool(hidden, json!({})).await;
+        assert_eq!(reply["error"]["code"], -32602, "{hidden}");
+        assert_eq!(reply["error"]["message"], format!("Unknown tool: {hidden}"));
+    }
+    // Prompts and resources are aggregated and routed the same way.
+    let prompts = mcp.result("prompts/list", json!({})).await;
+    assert_eq!(prompts["prompts"][0]["name"], "docs-archive__greeting");
+    let prompt = mcp.result("prompts/get", json!({"name": "docs-archive__greeting"})).await;
+    assert_eq!(prompt["messages"][0]["content"]["text"], "hello");
+    let resources = mcp.result("resources/list", json!({})).await;
+    let uri = resources["resources"][0]["uri"].as_str().unwrap().to_owned();
+    assert_eq!(uri, "mcp+docs-archive:fixture://readme");
+    let read = mcp.result("resources/read", json!({"uri": uri})).await;
+    assert_eq!(read["contents"][0]["uri"], "fixture://readme");
+    assert_eq!(read["contents"][0]["text"], "read me");
+    fleet.stop().await;
+}
+
+// === Streamable HTTP rules ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transport_rules_of_every_revision_are_kept() {
+    let plain = McpUpstream::start(Script::default()).await;
+    let fleet = fleet_with(vec![open_service("plain", &plain)]).await;
+    let tokens = tokens_for(&fleet).await;
+    let mut mcp = McpClient::new(&fleet, &tokens.access_token);
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+    // Origin: a foreign one is refused; Gatehouse's own passes; none passes.
+    let response = mcp.post_raw(ping, &[("origin", "https://evil.example.com")]).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let issuer = fleet.issuer.clone();
+    let response = mcp.post_raw(ping, &[("origin", issuer.as_str())]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // MCP-Protocol-Version: unsupported → 400 with a JSON-RPC error; absent → 2025-03-26.
+    mcp.version = Some("1999-01-01".into());
+    let response = mcp.post_raw(ping, &[]).await;
+    mcp.version = Some("2025-11-25".into());
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32600);
+
+    // GET and DELETE: 405, POST allowed.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = fleet.mcp_raw(1, method.clone(), Some(&tokens.access_token)).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+        let response = fleet.mcp_raw(0, method.clone(), None).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{method} needs the token first");
+    }
+
+    // Notifications and responses: 202, no body. No session id is ever issued.
+    for message in [
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":"srv-1","result":{}}"#,
+    ] {
+        let response = mcp.post_raw(message, &[]).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        assert!(response.headers().get("mcp-session-id").is_none());
+        assert!(response.text().await.unwrap().is_empty());
+    }
+    let response = mcp
+        .post_raw(
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{}}}"#,
+            &[],
+        )
+        .await;
+    assert!(response.headers().get("mcp-session-id").is_none());
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["result"]["protocolVersion"],
+        "2025-06-18"
+    );
+    let response = fleet
+        .http()
+        .post(format!("{}/mcp", fleet.url(1)))
+        .bearer_auth(&tokens.access_token)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let response = mcp.post_raw("{not json", &[]).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], -32700);
+
+    // Batches: answered on 2025-03-26, refused later.
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "a", "method": "ping"},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": "b", "method": "tools/call", "params": {"name": "plain__echo", "arguments": {"text": "x"}}},
+        {"jsonrpc": "2.0", "id": "c", "method": "no/such"},
+    ])
+    .to_string();
+    mcp.version = Some("2025-06-18".into());
+    let response = mcp.post_raw(&batch, &[]).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], -32600);
+    mcp.version = None;
+    let response = mcp.post_raw(&batch, &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answers: Value = response.json().await.unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!((answers[0]["id"].as_str(), &answers[0]["result"]), (Some("a"), &json!({})));
+    assert_eq!(answers[1]["result"]["structuredContent"]["tool"], "echo");
+    assert_eq!(answers[2]["error"]["code"], -32601);
+    mcp.version = Some("2025-03-26".into());
+    let response = mcp
+        .post_raw(r#"[{"jsonrpc":"2.0","method":"notifications/initialized"}]"#, &[])
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    fleet.stop().await;
+}
+
+/// A 2026-07-28 request body with its `_meta`.
+fn modern(id: u64, method: &str, mut params: Value, capabilities: Value) -> String {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-test", "version": "1"},
+    });
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_2026_wire_is_served_statelessly_with_its_headers_checked() {
+    let demo = demo_upstream().await;
+    let plain = McpUpstream::start(Script::default()).await;
+    let fleet = fleet_with(vec![oauth_service("notes", &demo), open_service("plain", &plain)]).await;
+    let mut mcp = McpClient::new(&fleet, &tokens_for(&fleet).await.access_token);
+    mcp.version = Some("2026-07-28".into());
+
+    let response = mcp
+        .post_raw(
+            &modern(1, "server/discover", json!({}), json!({})),
+            &[("mcp-method", "server/discover")],
+        )
+        .await;
+    let discovered = read_reply(response).await.response;
+    let result = &discovered["result"];
+    assert_eq!(
+        result["supportedVersions"],
+        json!(["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"])
+    );
+    assert_eq!(result["capabilities"]["tools"], json!({}));
+    assert_eq!(result["resultType"], "complete");
+
+    let response = mcp
+        .post_raw(
+            &modern(2, "tools/list", json!({}), json!({})),
+            &[("mcp-method", "tools/list")],
+        )
+        .await;
+    let listed = read_reply(response).await.response;
+    assert_eq!(listed["result"]["tools"][0]["name"], "plain__echo");
+
+    let call = |id, name: &str, capabilities| {
+        modern(
+            id,
+            "tools/call",
+            json!({"name": name, "arguments": {"text": "m"}}),
+            capabilities,
+        )
+    };
+    let response = mcp
+        .post_raw(
+            &call(3, "plain__echo", json!({})),
+            &[("mcp-method", "tools/call"), ("mcp-name", "plain__echo")],
+        )
+        .await;
+    assert_eq!(
+        read_reply(response).await.response["result"]["structuredContent"]["tool"],
+        "echo"
+    );
+
+    // Headers that do not mirror the body: 400, -32020.
+    for (case, headers) in [
+        ("method", vec![("mcp-method", "tools/list"), ("mcp-name", "plain__echo")]),
+        ("name", vec![("mcp-method", "tools/call"), ("mcp-name", "plain__other")]),
+        ("no name", vec![("mcp-method", "tools/call")]),
+    ] {
+        let response = mcp.post_raw(&call(4, "plain__echo", json!({})), &headers).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{case}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], -32020, "{case}");
+        assert_eq!(body["id"], 4, "{case}");
+    }
+    // An unsupported modern revision: -32022 naming the supported ones.
+    let future = modern(5, "tools/list", json!({}), json!({})).replace("2026-07-28", "2099-01-01");
+    mcp.version = Some("2099-01-01".into());
+    let response = mcp.post_raw(&future, &[("mcp-method", "tools/list")]).await;
+    mcp.version = Some("2026-07-28".into());
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32022);
+    assert_eq!(body["error"]["data"]["requested"], "2099-01-01");
+    // An unknown method: 404 with -32601.
+    let response = mcp
+        .post_raw(&modern(6, "no/such", json!({}), json!({})), &[("mcp-method", "no/such")])
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Not connected: URL elicitation as an InputRequiredResult when declared on the request.
+    let response = mcp
+        .post_raw(
+            &call(7, "notes__echo", json!({"elicitation": {"url": {}}})),
+            &[("mcp-method", "tools/call"), ("mcp-name", "notes__echo")],
+        )
+        .await;
+    let result = read_reply(response).await.response["result"].clone();
+    assert_eq!(result["resultType"], "input_required", "{result}");
+    let request = &result["inputRequests"]["connect_notes"];
+    assert_eq!(request["method"], "elicitation/create");
+    assert_eq!(request["params"]["mode"], "url");
+    assert!(request["params"]["url"].as_str().unwrap().contains("/connect/gh_cl_"));
+    let response = mcp
+        .post_raw(
+            &call(8, "notes__echo", json!({})),
+            &[("mcp-method", "tools/call"), ("mcp-name", "notes__echo")],
+        )
+        .await;
+    assert_eq!(read_reply(response).await.response["result"]["isError"], true);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_control_plane_down_warm_caches_keep_calls_working_and_cold_ones_answer_503() {
+    let demo = demo_upstream().await;
+    let plain = McpUpstream::start(Script::default()).await;
+    let mut fleet = fleet_with(vec![oauth_service("notes", &demo), open_service("plain", &plain)]).await;
+    let (_, tokens) = sign_up(&fleet, Identity::Skip, &["notes"], Some(&demo), "alice").await;
+    let cold = tokens_for(&fleet).await;
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+    // Warm both data planes.
+    for _ in 0..2 {
+        assert_eq!(mcp.tool_names().await.len(), 4);
+        assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+        assert_eq!(mcp.call_tool("plain__echo", json!({})).await["result"]["isError"], false);
+    }
+    fleet.stop_control_plane().await;
+    for _ in 0..2 {
+        assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+        assert_eq!(mcp.call_tool("plain__echo", json!({})).await["result"]["isError"], false);
+        assert_eq!(mcp.tool_names().await.len(), 4);
+    }
+    let response = McpClient::new(&fleet, &cold.access_token)
+        .post_raw(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, &[])
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    fleet.stop().await;
+}
+
+// === The store's side of connect links, on both backends ===
+
+crate::store_test!(a_connect_link_is_spent_once_and_can_be_released, |db| async move {
+    use gatehouse_control_plane::store::Store;
+    use gatehouse_control_plane::store::gateway::ConnectLinkRow;
+    let store = Store::connect(&db.url).await.unwrap();
+    let link = ConnectLinkRow {
+        link_hash: "hash-1".into(),
+        grant_id: "grt_1".into(),
+        identity_id: "idn_1".into(),
+        service: "notes".into(),
+        expires_at: 700,
+        used_at: None,
+    };
+    store.insert_connect_link(&link, 100).await.unwrap();
+    assert_eq!(store.get_connect_link("hash-1").await.unwrap(), Some(link.clone()));
+    assert!(store.use_connect_link("hash-1", 200).await.unwrap());
+    assert!(
+        !store.use_connect_link("hash-1", 201).await.unwrap(),
+        "a second use is refused"
+    );
+    assert_eq!(store.get_connect_link("hash-1").await.unwrap().unwrap().used_at, Some(200));
+    store.release_connect_link("hash-1").await.unwrap();
+    assert!(store.use_connect_link("hash-1", 300).await.unwrap());
+    assert!(!store.use_connect_link("nope", 300).await.unwrap());
+});
