@@ -66,6 +66,8 @@ pub enum LinkError {
     WrongIdentity,
     #[error("links of signed-in users cannot be opened here yet; connect the service from your application's consent page")]
     SignInRequired,
+    #[error("open the link in a browser that keeps cookies")]
+    BrowserRequired,
     #[error(transparent)]
     Connect(#[from] crate::connections::ConnectError),
     #[error(transparent)]
@@ -141,9 +143,14 @@ pub async fn open(
     core: &Core,
     link_id: &Secret,
     virtual_key: Option<&Secret>,
+    browser_secret: &Secret,
     remote_addr: &str,
 ) -> Result<(LinkView, String), LinkError> {
     let (row, server, proof) = live_link(core, link_id).await?;
+    // The upstream callback must come back to this browser (see `connections::complete`).
+    if browser_secret.expose().len() < 32 {
+        return Err(LinkError::BrowserRequired);
+    }
     // Security: SPEC-NOTES §5.4 (phishing rule, C9), the person opening the
     // link must be the identity it was made for, proved the way that identity
     // is proved; a link forwarded to someone else connects nothing for them.
@@ -184,6 +191,7 @@ pub async fn open(
             flow_id: None,
             identity_id: Some(&row.identity_id),
             link_id: Some(&row.link_hash),
+            browser_secret_hash: Some(&browser_secret.hash()),
         },
     )
     .await

@@ -68,6 +68,8 @@ pub struct Origin<'a> {
     pub flow_id: Option<&'a str>,
     pub identity_id: Option<&'a str>,
     pub link_id: Option<&'a str>,
+    /// For a connect link: the hash of the secret in the browser's connect cookie.
+    pub browser_secret_hash: Option<&'a str>,
 }
 
 /// The service entry, required to use per-user OAuth.
@@ -96,6 +98,7 @@ pub async fn connect(core: &Core, flow: &OpenFlow, service: &str, remote_addr: &
             flow_id: Some(&flow.row.id),
             identity_id: Some(identity_id),
             link_id: None,
+            browser_secret_hash: None,
         },
     )
     .await?;
@@ -144,6 +147,7 @@ pub async fn begin(core: &Core, server: &McpServer, origin: Origin<'_>) -> Resul
                 service: &server.name,
                 verifier,
                 nonce_hash: None,
+                browser_secret_hash: origin.browser_secret_hash,
                 redirect_uri: &redirect_uri,
                 expires_at: now + core.config.lifetimes.upstream_state,
             },
@@ -189,6 +193,8 @@ pub struct Callback<'a> {
     pub error_description: &'a str,
     pub iss: &'a str,
     pub browser_secret: &'a Secret,
+    /// The connect-link cookie's secret, for attempts begun from a connect link.
+    pub link_browser_secret: &'a Secret,
     pub remote_addr: &'a str,
 }
 
@@ -241,6 +247,17 @@ pub async fn complete(core: &Core, callback: Callback<'_>) -> Result<Completed, 
         // was clicked; if the person switched identity since, it is not theirs.
         if flow.row.identity_id != attempt.identity_id {
             return Err(ConnectError::IdentityChanged);
+        }
+    } else if attempt.link_id.is_some() {
+        // Security: SPEC-NOTES §5.4 (phishing rule), a connect link's attempt is
+        // bound to the browser that proved the identity on the link page; an
+        // upstream URL forwarded to someone else cannot land their account on
+        // the link's identity.
+        let presented = callback.link_browser_secret.hash();
+        let bound = attempt.browser_secret_hash.as_deref().unwrap_or_default();
+        if bound.is_empty() || !crate::secret::constant_time_eq(bound.as_bytes(), presented.as_bytes()) {
+            tracing::warn!(target: "gatehouse::security", reason = "connect-link state presented by another browser", service = %attempt.service, "upstream callback refused");
+            return Err(ConnectError::WrongBrowser);
         }
     }
     // Invariant: one conditional update in the store consumes the state, so of two

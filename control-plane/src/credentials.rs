@@ -179,6 +179,32 @@ pub async fn oauth_credential(
     refresh(core, server, row).await
 }
 
+/// The upstream refused a credential that was just refreshed: the connection
+/// needs the person again (unless it changed meanwhile, then the newer one).
+pub async fn give_up(core: &Core, server: &McpServer, identity_id: &str, version: &str) -> Result<Credential, CredentialError> {
+    let row = core
+        .store
+        .identity_connection(identity_id, &server.name)
+        .await?
+        .ok_or_else(|| CredentialError::NotConnected(server.display_name.clone()))?;
+    if row.version.to_string() != version {
+        return from_connection(core, server, &row);
+    }
+    core.store.mark_needs_reauth(&row.id, core.now()).await?;
+    audit::record(
+        core,
+        NewAuditEvent {
+            actor: "system",
+            action: "connection.needs_reauth",
+            target: &row.id,
+            remote_addr: "",
+            detail: serde_json::json!({ "service": server.name, "reason": "refused after refresh" }).to_string(),
+        },
+    )
+    .await;
+    Err(CredentialError::NeedsReauth(server.display_name.clone()))
+}
+
 /// Refreshes a connection: the one replica that takes the lease asks the
 /// provider; every other caller waits for the new version.
 async fn refresh(core: &Core, server: &McpServer, row: ConnectionRow) -> Result<Credential, CredentialError> {

@@ -150,6 +150,7 @@ pub async fn begin(core: &Core, flow: &OpenFlow, remote_addr: &str) -> Result<St
                 service: KIND_SIGN_IN,
                 verifier,
                 nonce_hash: Some(&nonce_hash),
+                browser_secret_hash: None,
                 redirect_uri: &redirect_uri,
                 expires_at: now + core.config.lifetimes.upstream_state,
             },

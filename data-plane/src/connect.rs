@@ -63,8 +63,9 @@ fn cookie_name(public_url: &str) -> &'static str {
     }
 }
 
-/// The CSRF cookie's secret, if the browser sent a well-formed one.
-fn cookie_secret(headers: &HeaderMap, public_url: &str) -> Option<String> {
+/// The connect cookie's secret, if the browser sent a well-formed one. It keys
+/// the page's CSRF token and binds the upstream callback to this browser.
+pub(crate) fn cookie_secret(headers: &HeaderMap, public_url: &str) -> Option<String> {
     let wanted = cookie_name(public_url);
     headers
         .get_all(header::COOKIE)
@@ -191,6 +192,8 @@ pub(crate) async fn post_connect(
         .open_connect_link(OpenConnectLinkRequest {
             link_id: link_id.clone(),
             virtual_key,
+            // Binds the upstream callback to this browser (its cookie).
+            browser_secret: secret.clone(),
             remote_addr: peer.ip().to_string(),
             ..Default::default()
         })

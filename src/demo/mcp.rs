@@ -34,6 +34,7 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, method: Method, he
     let account = match bearer(&headers) {
         Bearer::Missing => return unauthorized(&shared, false),
         Bearer::Malformed => return unauthorized(&shared, true),
+        Bearer::Token(_) if shared.store().refuse_mcp_tokens => return unauthorized(&shared, true),
         Bearer::Token(token) => {
             let info = shared.store().validate_access_token(token);
             // The token must be for this resource (RFC 8707 audience), when it names one.

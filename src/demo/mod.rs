@@ -315,6 +315,12 @@ impl DemoUpstream {
         self.shared.store().fail_token_requests = n;
     }
 
+    /// Test knob: `/mcp` answers 401 to every token while `refuse` is set, even to
+    /// freshly refreshed ones (the gateway must then ask the person again).
+    pub fn refuse_mcp_tokens(&self, refuse: bool) {
+        self.shared.store().refuse_mcp_tokens = refuse;
+    }
+
     /// Test knob: forgets a registered client, as a provider does when a registration expires
     /// or is deleted; `/token` then answers `invalid_client`. Returns whether it existed.
     pub fn remove_client(&self, client_id: &str) -> bool {

@@ -133,6 +133,9 @@ pub(crate) struct Store {
     next_grant_id: u64,
     /// Test knob: how many upcoming `/token` requests fail with 503.
     pub(crate) fail_token_requests: u32,
+    /// Test knob: `/mcp` refuses every bearer token (401), as a resource server that
+    /// no longer accepts a provider's tokens.
+    pub(crate) refuse_mcp_tokens: bool,
 }
 
 impl Store {

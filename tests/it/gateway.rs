@@ -400,6 +400,32 @@ async fn an_upstream_401_is_refreshed_once_and_retried_and_a_failed_refresh_asks
     fleet.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_refuses_even_a_refreshed_token_marks_the_connection_for_re_authorization() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
+    let (_, tokens) = sign_up(&fleet, Identity::Skip, &["notes"], Some(&demo), "alice").await;
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+    mcp.initialize(json!({"elicitation": {"url": {}}})).await;
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+
+    demo.refuse_mcp_tokens(true);
+    let link = link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+    assert_eq!(demo.stats().refreshes(), 1, "one refresh, then no second one");
+    let connections = fleet.control_plane.core().store.list_connections(None, Some("notes")).await.unwrap();
+    assert_eq!(connections[0].status, "needs_reauth");
+    // The next call asks for the link straight away, with no refresh.
+    link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+    assert_eq!(demo.stats().refreshes(), 1);
+
+    demo.refuse_mcp_tokens(false);
+    let browser = fleet.browser();
+    let response = submit_link(&fleet, &browser, &link, 0, None).await;
+    finish_link_at_demo(&fleet, &browser, response, &demo, "alice", 1).await;
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+    fleet.stop().await;
+}
+
 // === Fixture upstreams: static header, slow, SSE, sessions, allow and deny lists ===
 
 /// The caller's tokens when no service needs connecting.
@@ -862,3 +888,30 @@ crate::store_test!(a_connect_link_is_spent_once_and_can_be_released, |db| async 
     assert!(store.use_connect_link("hash-1", 300).await.unwrap());
     assert!(!store.use_connect_link("nope", 300).await.unwrap());
 });
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_url_from_a_connect_link_forwarded_to_another_browser_connects_nothing() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
+    let (_, tokens) = sign_up(&fleet, Identity::Skip, &[], None, "").await;
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+    mcp.initialize(json!({"elicitation": {"url": {}}})).await;
+    let link = link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+
+    // The attacker opens the link for their grant, then sends the upstream URL to a victim.
+    let attacker = fleet.browser();
+    let response = submit_link(&fleet, &attacker, &link, 0, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let upstream_url = crate::support::fleet::continuation_link(&response.text().await.unwrap());
+    let victim = fleet.browser();
+    let callback = crate::support::fleet::allow_at_demo(&victim, demo.base_url(), &upstream_url, "victim").await;
+    let refused = victim.get_raw(&callback.replacen(&fleet.issuer, fleet.url(1), 1)).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "the callback needs the browser that opened the link");
+    assert!(
+        fleet.control_plane.core().store.list_connections(None, Some("notes")).await.unwrap().is_empty(),
+        "the victim's account landed nowhere"
+    );
+    let response = mcp.call_tool("notes__whoami", json!({})).await;
+    assert!(response.to_string().contains("-32042"), "still not connected: {response}");
+    fleet.stop().await;
+}

@@ -301,6 +301,7 @@ impl Callback {
             iss: self.iss.clone(),
             browser_secret: flow.browser_secret.clone(),
             remote_addr: "192.0.2.9:4000".into(),
+            ..Default::default()
         }
     }
 }

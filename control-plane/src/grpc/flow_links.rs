@@ -17,7 +17,7 @@ impl From<LinkError> for Status {
             LinkError::NotFound => refusal(Code::NotFound, ErrorReason::NotFound, text),
             LinkError::Expired => refusal(Code::FailedPrecondition, ErrorReason::Expired, text),
             LinkError::AlreadyUsed => refusal(Code::FailedPrecondition, ErrorReason::AlreadyUsed, text),
-            LinkError::VirtualKeyRequired => refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, text),
+            LinkError::VirtualKeyRequired | LinkError::BrowserRequired => refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, text),
             LinkError::InvalidVirtualKey => refusal(Code::Unauthenticated, ErrorReason::InvalidVirtualKey, text),
             LinkError::WrongIdentity | LinkError::SignInRequired => refusal(Code::PermissionDenied, ErrorReason::Denied, text),
             LinkError::Connect(e) => e.into(),
@@ -52,7 +52,8 @@ impl super::flow::Flow {
             return Ok(Response::new(response(view, String::new())));
         }
         let virtual_key = (!request.virtual_key.trim().is_empty()).then(|| Secret::new(request.virtual_key.trim().to_owned()));
-        let (view, url) = connect_links::open(&self.core, &link_id, virtual_key.as_ref(), &request.remote_addr).await?;
+        let browser_secret = Secret::new(request.browser_secret);
+        let (view, url) = connect_links::open(&self.core, &link_id, virtual_key.as_ref(), &browser_secret, &request.remote_addr).await?;
         Ok(Response::new(response(view, url)))
     }
 }

@@ -34,6 +34,7 @@ impl super::flow::Flow {
         let state = Secret::new(request.state);
         let code = Secret::new(request.code);
         let browser_secret = Secret::new(request.browser_secret);
+        let link_browser_secret = Secret::new(request.link_browser_secret);
         let completed = connections::complete(
             &self.core,
             connections::Callback {
@@ -43,6 +44,7 @@ impl super::flow::Flow {
                 error_description: &request.error_description,
                 iss: &request.iss,
                 browser_secret: &browser_secret,
+                link_browser_secret: &link_browser_secret,
                 remote_addr: &request.remote_addr,
             },
         )

@@ -75,7 +75,13 @@ impl Token {
         request: Request<pb::ReportUpstreamUnauthorizedRequest>,
     ) -> Result<Response<pb::UpstreamCredential>, Status> {
         let r = request.into_inner();
-        let credential = credential(&self.core, &r.grant_id, &r.service, Some(&r.version)).await?;
+        let credential = if r.after_refresh {
+            let identity_id = credentials::grant_identity(&self.core, &r.grant_id).await?;
+            let server = credentials::service(&self.core, &r.service).await?;
+            credentials::give_up(&self.core, &server, &identity_id, &r.version).await?
+        } else {
+            credential(&self.core, &r.grant_id, &r.service, Some(&r.version)).await?
+        };
         Ok(Response::new(credential_to_pb(credential)))
     }
 

@@ -27,6 +27,8 @@ pub struct AttemptRow {
     pub verifier_ct: Vec<u8>,
     pub key_id: String,
     pub nonce_hash: Option<String>,
+    /// For connect-link attempts: the hash of the browser secret the callback must present.
+    pub browser_secret_hash: Option<String>,
     pub redirect_uri: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -44,6 +46,7 @@ pub struct NewAttempt<'a> {
     pub service: &'a str,
     pub verifier: Sealed,
     pub nonce_hash: Option<&'a str>,
+    pub browser_secret_hash: Option<&'a str>,
     pub redirect_uri: &'a str,
     pub expires_at: i64,
 }
@@ -76,7 +79,7 @@ pub struct NewUpstreamClient<'a> {
 }
 
 const ATTEMPT_COLUMNS: &str = "state_hash, kind, flow_id, identity_id, link_id, service, verifier_ct, key_id, nonce_hash, \
-                               redirect_uri, created_at, expires_at, consumed_at";
+                               browser_secret_hash, redirect_uri, created_at, expires_at, consumed_at";
 const CLIENT_COLUMNS: &str = "service, issuer, client_id, secret_ct, key_id, endpoints, dynamic, created_at, updated_at";
 const CONNECTION_COLUMNS: &str = "id, identity_id, flow_id, service, status, account, scopes, access_ct, refresh_ct, key_id, \
                                   expires_at, last_refresh_at, version, created_at, updated_at";
@@ -86,8 +89,8 @@ impl Store {
     pub async fn insert_upstream_attempt(&self, a: &NewAttempt<'_>, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO upstream_attempts (state_hash, kind, flow_id, identity_id, link_id, service, verifier_ct, key_id,
-                 nonce_hash, redirect_uri, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 nonce_hash, redirect_uri, created_at, expires_at, browser_secret_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(a.state_hash)
         .bind(a.kind)
@@ -101,6 +104,7 @@ impl Store {
         .bind(a.redirect_uri)
         .bind(now)
         .bind(a.expires_at)
+        .bind(a.browser_secret_hash)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -231,6 +235,7 @@ fn attempt_from_row(row: &AnyRow) -> Result<AttemptRow, StoreError> {
         verifier_ct: get_opt_bytes(row, "verifier_ct")?.unwrap_or_default(),
         key_id: get_str(row, "key_id")?,
         nonce_hash: get_opt_str(row, "nonce_hash")?,
+        browser_secret_hash: get_opt_str(row, "browser_secret_hash")?,
         redirect_uri: get_str(row, "redirect_uri")?,
         created_at: get_i64(row, "created_at")?,
         expires_at: get_i64(row, "expires_at")?,

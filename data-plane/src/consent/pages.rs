@@ -378,6 +378,7 @@ pub(crate) async fn get_oauth_callback(
         error_description: params.value("error_description"),
         iss: params.value("iss"),
         browser_secret: cookie.as_ref().map(|c| c.browser_secret.clone()).unwrap_or_default(),
+        link_browser_secret: crate::connect::cookie_secret(&headers, &state.config.public_url).unwrap_or_default(),
         remote_addr: peer.ip().to_string(),
     };
     let done = state

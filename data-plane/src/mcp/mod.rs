@@ -234,13 +234,17 @@ impl Gateway {
                     self.credentials.remove(&key);
                     self.sessions.remove(&key);
                     tracing::info!(target: "gatehouse::mcp", service = %service.name, grant_id = %caller.grant_id, "upstream refused the credential; refreshing once");
-                    credential = services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.version).await?;
+                    credential = services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.version, false).await?;
                     self.keep_credential(caller, service, &credential);
                 }
                 Err(UpstreamError::Unauthorized) if service.auth_mode == AuthMode::Oauth => {
                     self.credentials.remove(&key);
                     self.sessions.remove(&key);
-                    return Err(CallError::Credential(CredentialError::NeedsReauth));
+                    // Still refused after one refresh: the connection needs the person again.
+                    return match services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.version, true).await {
+                        Ok(_) | Err(CredentialError::NeedsReauth) => Err(CallError::Credential(CredentialError::NeedsReauth)),
+                        Err(err) => Err(CallError::Credential(err)),
+                    };
                 }
                 Err(UpstreamError::SessionExpired) if !reinitialized => {
                     reinitialized = true;

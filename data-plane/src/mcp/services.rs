@@ -192,12 +192,15 @@ pub(crate) async fn fetch_credential(
     credential_from_pb(reply)
 }
 
-/// `ReportUpstreamUnauthorized`: one refresh across every replica, then the new credential.
+/// `ReportUpstreamUnauthorized`: one refresh across every replica, then the new
+/// credential; `after_refresh` says the refreshed one was refused too, so the
+/// connection is marked as needing the person again.
 pub(crate) async fn report_unauthorized(
     cp: &ControlPlaneClient,
     grant_id: &str,
     service: &str,
     version: &str,
+    after_refresh: bool,
 ) -> Result<Credential, CredentialError> {
     let reply = cp
         .tokens()
@@ -205,6 +208,7 @@ pub(crate) async fn report_unauthorized(
             grant_id: grant_id.to_owned(),
             service: service.to_owned(),
             version: version.to_owned(),
+            after_refresh,
         })
         .await
         .cp("ReportUpstreamUnauthorized")?;

@@ -1,7 +1,7 @@
 //! A scripted HTTP server on 127.0.0.1:0 for what the control plane fetches
 //! (Client ID Metadata Documents, protected-resource and authorization-server
 //! metadata): each path answers what the script says, including the hostile
-//! answers (a redirect, an oversized body, no answer at all), and every
+//! answers (arbitrary bytes, no answer at all), and every
 //! request's path is recorded.
 
 use std::sync::{Arc, Mutex};
@@ -16,8 +16,6 @@ pub enum Reply {
     Json(String),
     /// 200 with these bytes as `application/json`, `no-store`.
     Bytes(Vec<u8>),
-    /// 302 to this location.
-    Redirect(String),
     /// Never answers: the connection stays open without a status line.
     Hang,
     /// 404.
@@ -50,7 +48,6 @@ impl HttpFixture {
                 match script(&base, &path) {
                     Reply::Json(text) => json(text.into_bytes()),
                     Reply::Bytes(bytes) => json(bytes),
-                    Reply::Redirect(to) => (StatusCode::FOUND, [(header::LOCATION, to)]).into_response(),
                     Reply::Hang => std::future::pending::<Response>().await,
                     Reply::NotFound => (StatusCode::NOT_FOUND, "not here").into_response(),
                 }

@@ -1,0 +1,768 @@
+//! One test per attack, each named after it: the exact refusal (HTTP status and
+//! OAuth error, or the error page) and that nothing changed (the store's rows,
+//! the flow still usable by its own browser, no code or token issued, no
+//! outbound request made). Attacks already proved elsewhere are listed in
+//! SECURITY.md with the test that proves them; this file holds the rest.
+
+use std::time::{Duration, Instant};
+
+use gatehouse::demo::{DemoConfig, DemoUpstream};
+use gatehouse_control_plane::mcp_servers::{AuthMode, McpServer};
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Response, StatusCode};
+use serde_json::json;
+
+use crate::support::fleet::{
+    Browser, Pkce, RegisteredClient, STATE, TestFleet, allow_at_demo, approve, authorize_params, connect_demo_service,
+    continuation_link, location, query_of, skip, start_flow,
+};
+use crate::support::http_fixture::{HttpFixture, Reply};
+use crate::support::snapshot::{count, snapshot};
+
+// === Harness ===
+
+/// An error page: `status`, the page headers, and neither a redirect nor a new cookie.
+async fn assert_refusal_page(response: Response, status: StatusCode, case: &str) -> String {
+    assert_eq!(response.status(), status, "{case}");
+    let headers: &HeaderMap = response.headers();
+    assert!(headers.get(header::LOCATION).is_none(), "{case}: a refusal never redirects");
+    assert!(headers.get(header::SET_COOKIE).is_none(), "{case}: a refusal sets no cookie");
+    assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{case}");
+    assert!(
+        headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"),
+        "{case}: an HTML page"
+    );
+    response.text().await.expect("page body")
+}
+
+/// `params` with `key` set to `value`, or removed for `None`.
+fn with(params: &[(String, String)], key: &str, value: Option<&str>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = params.iter().filter(|(k, _)| k != key).cloned().collect();
+    if let Some(value) = value {
+        out.push((key.to_owned(), value.to_owned()));
+    }
+    out
+}
+
+/// The demo upstream (OAuth provider and MCP server) on 127.0.0.1.
+async fn demo_upstream() -> DemoUpstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    DemoUpstream::spawn(listener, DemoConfig::default()).await.unwrap()
+}
+
+/// A fleet with the demo as the oauth service "notes".
+async fn fleet_with_demo(demo: &DemoUpstream) -> TestFleet {
+    let url = demo.mcp_url();
+    TestFleet::builder()
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = true;
+            config.mcp_servers = vec![McpServer {
+                name: "notes".into(),
+                display_name: "Demo Notes".into(),
+                url,
+                auth_mode: AuthMode::Oauth,
+                ..Default::default()
+            }];
+        })
+        .spawn()
+        .await
+}
+
+/// A flow of a new public client walked to the services page: (client, flow id, CSRF token, PKCE).
+async fn flow_at_services(fleet: &TestFleet, browser: &Browser) -> (RegisteredClient, String, String, Pkce) {
+    let client = fleet.register_public().await;
+    let pkce = Pkce::new();
+    let (flow_id, identity) = start_flow(fleet, browser, 0, &client, &pkce).await;
+    let services = skip(fleet, browser, 0, &flow_id, &identity.csrf()).await;
+    (client, flow_id, services.csrf(), pkce)
+}
+
+/// Connect "notes" and allow at the demo as `account`; the callback URL (on
+/// data plane 0), not yet visited.
+async fn upstream_callback(fleet: &TestFleet, browser: &Browser, demo: &DemoUpstream, flow_id: &str, csrf: &str) -> String {
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/connect", fleet.url(0)),
+            &[("csrf", csrf), ("service", "notes")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "Connect answers the continuation page");
+    let upstream_url = continuation_link(&response.text().await.unwrap());
+    let callback = allow_at_demo(browser, demo.base_url(), &upstream_url, "alice").await;
+    assert!(callback.starts_with(&format!("{}/oauth/callback?", fleet.issuer)), "{callback}");
+    callback
+}
+
+/// `url` with query parameter `name` set to `value` (or removed for `None`).
+fn with_query(url: &str, name: &str, value: Option<&str>) -> String {
+    let mut parsed = url::Url::parse(url).unwrap();
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| k != name)
+        .chain(value.map(|v| (name.to_owned(), v.to_owned())))
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    parsed.to_string()
+}
+
+// === Open redirect through redirect_uri (RFC 6749 §4.1.2.1, RFC 9700 §4.11.2) ===
+
+/// Each `(case, redirect_uri)` at `/authorize` for `client`: an error page,
+/// never a redirect, no flow, no row anywhere, the attacker's URI not linked.
+async fn assert_redirect_uris_refused(fleet: &TestFleet, client: &RegisteredClient, cases: &[(&str, &str)]) {
+    let browser = fleet.browser();
+    let params = authorize_params(client, &Pkce::new(), STATE);
+    let before = snapshot(fleet.db()).await;
+    for (case, uri) in cases {
+        let response = browser.authorize_raw(fleet.url(0), &with(&params, "redirect_uri", Some(uri))).await;
+        let html = assert_refusal_page(response, StatusCode::BAD_REQUEST, case).await;
+        assert!(!html.contains(&format!("href=\"{uri}")), "{case}: the page does not link the URI");
+    }
+    before.assert_unchanged(&snapshot(fleet.db()).await, "refused redirect URIs");
+    assert!(browser.cookie("gatehouse-flow").is_none(), "no flow was opened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_redirect_through_an_unregistered_redirect_uri_gets_an_error_page() {
+    let fleet = TestFleet::start(1).await;
+    let client = fleet.register_public().await;
+    assert_redirect_uris_refused(
+        &fleet,
+        &client,
+        &[
+            ("an attacker's https URI", "https://evil.example/callback"),
+            ("an attacker's URI with the registered path", "https://evil.example:33418/callback"),
+            ("a javascript: URI", "javascript:alert(document.domain)"),
+            ("a data: URI", "data:text/html,<script>alert(1)</script>"),
+            ("a protocol-relative URI", "//evil.example/callback"),
+        ],
+    )
+    .await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_redirect_through_a_registered_uri_with_another_path_or_query_gets_an_error_page() {
+    let fleet = TestFleet::start(1).await;
+    let public = fleet.register_public().await;
+    assert_redirect_uris_refused(
+        &fleet,
+        &public,
+        &[
+            ("an extra path segment", "http://127.0.0.1:33418/callback/evil"),
+            ("dot segments", "http://127.0.0.1:33418/callback/../evil"),
+            ("an encoded slash", "http://127.0.0.1:33418/callback%2F..%2Fevil"),
+            ("a trailing slash", "http://127.0.0.1:33418/callback/"),
+            ("an added query", "http://127.0.0.1:33418/callback?next=https://evil.example"),
+            ("an empty query", "http://127.0.0.1:33418/callback?"),
+            ("a fragment", "http://127.0.0.1:33418/callback#https://evil.example"),
+            ("another path on a varied port", "http://127.0.0.1:40000/other"),
+        ],
+    )
+    .await;
+    let confidential = fleet.register_confidential("client_secret_basic").await;
+    assert_redirect_uris_refused(
+        &fleet,
+        &confidential,
+        &[
+            ("an extra path segment", "https://app.example.com/callback/evil"),
+            ("an added query", "https://app.example.com/callback?x=1"),
+            ("another port", "https://app.example.com:8443/callback"),
+            ("a suffixed host", "https://app.example.com.evil.example/callback"),
+            ("userinfo naming the host", "https://app.example.com@evil.example/callback"),
+            ("http instead of https", "http://app.example.com/callback"),
+            ("upper-case path", "https://app.example.com/CALLBACK"),
+        ],
+    )
+    .await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_redirect_through_a_loopback_uri_on_another_host_gets_an_error_page() {
+    let fleet = TestFleet::start(1).await;
+    // Registered: http://127.0.0.1:33418/callback. The port may vary (RFC 8252 §7.3); the host may not.
+    let client = fleet.register_public().await;
+    assert_redirect_uris_refused(
+        &fleet,
+        &client,
+        &[
+            ("localhost for 127.0.0.1", "http://localhost:33418/callback"),
+            ("[::1] for 127.0.0.1", "http://[::1]:33418/callback"),
+            ("another loopback address", "http://127.0.0.2:33418/callback"),
+            ("a name starting like the address", "http://127.0.0.1.evil.example:33418/callback"),
+            ("another host on a varied port", "http://evil.example:40000/callback"),
+            ("https on the loopback host", "https://127.0.0.1:33418/callback"),
+            ("a decimal spelling of the address", "http://2130706433:33418/callback"),
+        ],
+    )
+    .await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_redirect_through_an_error_for_an_unknown_client_gets_an_error_page() {
+    let fleet = TestFleet::start(1).await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let good = authorize_params(&client, &Pkce::new(), STATE);
+    let unknown = with(&good, "client_id", Some("cli_doesnotexist"));
+    let evil = "https://evil.example/callback";
+    // Each request is wrong in a way that a verified client would hear about at
+    // its redirect URI; unverified, the browser gets a page instead.
+    let cases = [
+        (
+            "an unknown client with plain PKCE",
+            with(&with(&unknown, "redirect_uri", Some(evil)), "code_challenge_method", Some("plain")),
+        ),
+        (
+            "an unknown client with response_type=token",
+            with(&with(&unknown, "redirect_uri", Some(evil)), "response_type", Some("token")),
+        ),
+        (
+            "an unknown client with an unknown scope",
+            with(&with(&unknown, "redirect_uri", Some(evil)), "scope", Some("admin")),
+        ),
+        (
+            "an unknown client without PKCE",
+            with(&with(&unknown, "redirect_uri", Some(evil)), "code_challenge", None),
+        ),
+        (
+            "a known client, an unregistered URI and plain PKCE",
+            with(&with(&good, "redirect_uri", Some(evil)), "code_challenge_method", Some("plain")),
+        ),
+        (
+            "a known client, an unregistered URI and a foreign resource",
+            with(&with(&good, "redirect_uri", Some(evil)), "resource", Some("https://evil.example/mcp")),
+        ),
+    ];
+    let before = snapshot(fleet.db()).await;
+    for (case, params) in cases {
+        let response = browser.authorize_raw(fleet.url(0), &params).await;
+        let html = assert_refusal_page(response, StatusCode::BAD_REQUEST, case).await;
+        assert!(!html.contains("evil.example"), "{case}: the page does not link the attacker's URI");
+    }
+    before.assert_unchanged(&snapshot(fleet.db()).await, "errors of unverified requests");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_redirect_through_deny_goes_only_to_the_registered_redirect_uri() {
+    let fleet = TestFleet::start(1).await;
+    let client = fleet.register_confidential("client_secret_basic").await;
+    let browser = fleet.browser();
+    // A state crafted to smuggle parameters: it must come back as one value.
+    let state = "x&redirect_uri=https://evil.example/&error=none#frag";
+    let flow_id = browser
+        .authorize(fleet.url(0), &authorize_params(&client, &Pkce::new(), state))
+        .await;
+    let identity = browser.page(&format!("{}/consent/{flow_id}/identity", fleet.url(0))).await;
+    // The deny form carries fields an attacker added: they are ignored.
+    let to = browser
+        .post_see_other(
+            &format!("{}/consent/{flow_id}/deny", fleet.url(0)),
+            &[
+                ("csrf", identity.csrf().as_str()),
+                ("redirect_uri", "https://evil.example/callback"),
+                ("state", "forged"),
+            ],
+        )
+        .await;
+    let parsed = url::Url::parse(&to).unwrap();
+    assert_eq!(
+        format!("{}://{}{}", parsed.scheme(), parsed.host_str().unwrap(), parsed.path()),
+        client.redirect_uri,
+        "deny redirects to the registered URI only: {to}"
+    );
+    assert_eq!(parsed.fragment(), None, "{to}");
+    let query = query_of(&to);
+    assert_eq!(
+        query.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["error", "error_description", "iss", "state"],
+        "nothing but the error, state and iss: {to}"
+    );
+    assert_eq!(query["error"], ["access_denied"]);
+    assert_eq!(query["error_description"], ["the request was denied"]);
+    assert_eq!(query["state"], [state], "the state comes back as one value");
+    assert_eq!(query["iss"], [fleet.issuer.clone()]);
+    assert_eq!(count(fleet.db(), "auth_codes").await, 0, "deny issues no code");
+    fleet.stop().await;
+}
+
+// === PKCE downgrade (RFC 9700 §2.1.1, §4.8) ===
+
+/// Each `(case, params)` is refused by a redirect to the verified URI with
+/// `invalid_request`, state and iss, before any flow exists.
+async fn assert_pkce_refused(fleet: &TestFleet, client: &RegisteredClient, cases: Vec<(&str, Vec<(String, String)>)>) {
+    let browser = fleet.browser();
+    let before = snapshot(fleet.db()).await;
+    for (case, params) in cases {
+        let response = browser.authorize_raw(fleet.url(0), &params).await;
+        assert_eq!(response.status(), StatusCode::FOUND, "{case}");
+        assert!(response.headers().get(header::SET_COOKIE).is_none(), "{case}: no flow cookie");
+        let to = location(&response);
+        assert!(to.starts_with(&format!("{}?", client.redirect_uri)), "{case}: {to}");
+        let query = query_of(&to);
+        assert_eq!(query["error"], ["invalid_request"], "{case}: {to}");
+        assert_eq!(query["state"], [STATE], "{case}");
+        assert_eq!(query["iss"], [fleet.issuer.clone()], "{case}");
+        assert!(!query.contains_key("code"), "{case}");
+    }
+    before.assert_unchanged(&snapshot(fleet.db()).await, "PKCE downgrades");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkce_downgrade_to_plain_is_refused_before_a_flow_exists() {
+    let fleet = TestFleet::start(1).await;
+    let client = fleet.register_public().await;
+    let pkce = Pkce::new();
+    let params = authorize_params(&client, &pkce, STATE);
+    assert_pkce_refused(
+        &fleet,
+        &client,
+        vec![
+            ("plain", with(&params, "code_challenge_method", Some("plain"))),
+            (
+                "plain with the verifier as challenge",
+                with(
+                    &with(&params, "code_challenge_method", Some("plain")),
+                    "code_challenge",
+                    Some(&pkce.verifier),
+                ),
+            ),
+            (
+                "a challenge without a method (RFC 7636 §4.3 would read plain)",
+                with(&params, "code_challenge_method", None),
+            ),
+            ("a lower-case method", with(&params, "code_challenge_method", Some("s256"))),
+        ],
+    )
+    .await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkce_downgrade_by_omitting_the_code_challenge_is_refused_before_a_flow_exists() {
+    let fleet = TestFleet::start(1).await;
+    let client = fleet.register_public().await;
+    let params = authorize_params(&client, &Pkce::new(), STATE);
+    assert_pkce_refused(
+        &fleet,
+        &client,
+        vec![
+            (
+                "no challenge and no method",
+                with(&with(&params, "code_challenge", None), "code_challenge_method", None),
+            ),
+            ("S256 without a challenge", with(&params, "code_challenge", None)),
+            ("an empty challenge", with(&params, "code_challenge", Some(""))),
+        ],
+    )
+    .await;
+    fleet.stop().await;
+}
+
+// === CSRF on the consent forms ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csrf_on_every_consent_post_is_refused_with_403_and_changes_nothing() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with_demo(&demo).await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    // An earlier flow of the same browser: its token is another flow's.
+    let (_, earlier) = start_flow(&fleet, &browser, 0, &client, &Pkce::new()).await;
+    let other_flows_token = earlier.csrf();
+    // The flow under attack is at its last step with a connected service, so
+    // each forged post would change something if it went through.
+    let pkce = Pkce::new();
+    let (flow_id, identity) = start_flow(&fleet, &browser, 0, &client, &pkce).await;
+    let csrf = skip(&fleet, &browser, 0, &flow_id, &identity.csrf()).await.csrf();
+    connect_demo_service(&fleet, &browser, 0, (&flow_id, &csrf), "notes", demo.base_url(), "alice").await;
+    assert_ne!(csrf, other_flows_token);
+    let mut wrong = csrf.clone().into_bytes();
+    wrong[5] = if wrong[5] == b'A' { b'B' } else { b'A' };
+    let wrong = String::from_utf8(wrong).unwrap();
+
+    let before = snapshot(fleet.db()).await;
+    let upstream_calls = (demo.stats().registrations(), demo.stats().code_exchanges(), demo.stats().revocations());
+    for (action, fields) in [
+        ("identity", vec![("choice", "skip")]),
+        ("connect", vec![("service", "notes")]),
+        ("disconnect", vec![("service", "notes")]),
+        ("approve", vec![]),
+        ("deny", vec![]),
+    ] {
+        for (token_case, token) in [
+            ("missing", None),
+            ("empty", Some("")),
+            ("wrong", Some(wrong.as_str())),
+            ("another flow's", Some(other_flows_token.as_str())),
+        ] {
+            let case = format!("{action} with a {token_case} CSRF token");
+            let mut form = fields.clone();
+            if let Some(token) = token {
+                form.push(("csrf", token));
+            }
+            let response = browser
+                .post_raw(&format!("{}/consent/{flow_id}/{action}", fleet.url(0)), &form)
+                .await;
+            assert_refusal_page(response, StatusCode::FORBIDDEN, &case).await;
+        }
+    }
+    before.assert_unchanged(&snapshot(fleet.db()).await, "forged consent posts");
+    assert_eq!(
+        (demo.stats().registrations(), demo.stats().code_exchanges(), demo.stats().revocations()),
+        upstream_calls,
+        "no forged post reached the upstream"
+    );
+    // The flow is untouched: still connected, and its own browser approves it.
+    let services = browser.page(&format!("{}/consent/{flow_id}/services", fleet.url(0))).await;
+    assert!(services.html.contains("Connected as alice"), "{}", services.html);
+    approve(&fleet, &browser, 0, &client, &flow_id, &csrf, &pkce).await;
+    fleet.stop().await;
+}
+
+// === Consent steps out of order, repeated, expired ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_before_choosing_an_identity_is_out_of_order_and_starts_nothing() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with_demo(&demo).await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let (flow_id, identity) = start_flow(&fleet, &browser, 0, &client, &Pkce::new()).await;
+    let before = snapshot(fleet.db()).await;
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/connect", fleet.url(0)),
+            &[("csrf", identity.csrf().as_str()), ("service", "notes")],
+        )
+        .await;
+    let html = assert_refusal_page(response, StatusCode::CONFLICT, "connect before an identity").await;
+    assert!(html.contains(&format!(r#"href="/consent/{flow_id}""#)), "a link to the right step");
+    before.assert_unchanged(&snapshot(fleet.db()).await, "connect before an identity");
+    assert_eq!(count(fleet.db(), "upstream_attempts").await, 0, "no upstream state was created");
+    assert_eq!(demo.stats().registrations(), 0, "the upstream was not contacted");
+    // The flow goes on at its real step.
+    skip(&fleet, &browser, 0, &flow_id, &identity.csrf()).await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_twice_is_refused_and_issues_no_second_code() {
+    let fleet = TestFleet::start(1).await;
+    let browser = fleet.browser();
+    let (client, flow_id, csrf, pkce) = flow_at_services(&fleet, &browser).await;
+    let code = approve(&fleet, &browser, 0, &client, &flow_id, &csrf, &pkce).await;
+    let before = snapshot(fleet.db()).await;
+    assert_eq!(before.rows("auth_codes").len(), 1);
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/approve", fleet.url(0)),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_refusal_page(response, StatusCode::CONFLICT, "a second approve").await;
+    before.assert_unchanged(&snapshot(fleet.db()).await, "a second approve");
+    // The one code issued still works.
+    fleet.exchange_code(0, &client, &code).await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_flow_cannot_be_approved_or_continued() {
+    let fleet = TestFleet::start(1).await;
+    let browser = fleet.browser();
+    let (_, flow_id, csrf, _) = flow_at_services(&fleet, &browser).await;
+    // Flows live 15 minutes (docs/consent-flow.md, "Lifetimes").
+    fleet.clock.advance(15 * 60 + 1);
+    let before = snapshot(fleet.db()).await;
+    for (case, step, form) in [
+        ("approve", "approve", vec![("csrf", csrf.as_str())]),
+        ("identity", "identity", vec![("csrf", csrf.as_str()), ("choice", "skip")]),
+        ("deny", "deny", vec![("csrf", csrf.as_str())]),
+    ] {
+        let response = browser
+            .post_raw(&format!("{}/consent/{flow_id}/{step}", fleet.url(0)), &form)
+            .await;
+        assert_refusal_page(response, StatusCode::GONE, case).await;
+    }
+    before.assert_unchanged(&snapshot(fleet.db()).await, "posts to an expired flow");
+    assert_eq!(count(fleet.db(), "auth_codes").await, 0, "no code was issued");
+    fleet.stop().await;
+}
+
+// === The upstream callback (SPEC-NOTES §5.5 C6, RFC 9207) ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_upstream_state_at_the_callback_is_refused() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with_demo(&demo).await;
+    let browser = fleet.browser();
+    let (_, flow_id, csrf, _) = flow_at_services(&fleet, &browser).await;
+    let callback = upstream_callback(&fleet, &browser, &demo, &flow_id, &csrf).await;
+    let response = browser.get_raw(&callback).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "the first callback connects");
+    assert_eq!(count(fleet.db(), "connections").await, 1);
+
+    let before = snapshot(fleet.db()).await;
+    let response = browser.get_raw(&callback).await;
+    assert_refusal_page(response, StatusCode::CONFLICT, "the same state again").await;
+    before.assert_unchanged(&snapshot(fleet.db()).await, "a replayed state");
+    assert_eq!(demo.stats().code_exchanges(), 1, "the replayed code never reached the upstream");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_state_from_another_flow_at_the_callback_is_refused() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with_demo(&demo).await;
+    let alice = fleet.browser();
+    let (_, alices_flow, alices_csrf, _) = flow_at_services(&fleet, &alice).await;
+    let callback = upstream_callback(&fleet, &alice, &demo, &alices_flow, &alices_csrf).await;
+
+    // Mallory, in a flow of her own, lands on Alice's callback (a link she was
+    // sent, or a code she intercepted): her cookie is not the state's flow's.
+    let mallory = fleet.browser();
+    let (_, mallorys_flow, _, _) = flow_at_services(&fleet, &mallory).await;
+    let before = snapshot(fleet.db()).await;
+    let response = mallory.get_raw(&callback).await;
+    assert_refusal_page(response, StatusCode::FORBIDDEN, "another flow's state").await;
+    // Without any flow cookie.
+    let response = fleet.browser().get_raw(&callback).await;
+    assert!(response.status().is_client_error(), "no cookie: {}", response.status());
+    assert!(response.headers().get(header::LOCATION).is_none());
+    before.assert_unchanged(&snapshot(fleet.db()).await, "another flow's state");
+    assert_eq!(demo.stats().code_exchanges(), 0, "the code never reached the upstream");
+    assert!(
+        mallory
+            .page(&format!("{}/consent/{mallorys_flow}/services", fleet.url(0)))
+            .await
+            .html
+            .contains("Not connected"),
+        "Mallory's flow got nothing"
+    );
+
+    // The state was not spent: Alice's own browser completes it.
+    let response = alice.get_raw(&callback).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), format!("/consent/{alices_flow}/services"));
+    assert_eq!(count(fleet.db(), "connections").await, 1);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mix_up_an_iss_from_another_issuer_at_the_callback_is_refused() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with_demo(&demo).await;
+    let browser = fleet.browser();
+    let (_, flow_id, csrf, _) = flow_at_services(&fleet, &browser).await;
+    for (case, iss) in [
+        ("another issuer", Some("https://evil.example")),
+        ("another port of the same host", Some("http://127.0.0.1:1")),
+        // The demo advertises authorization_response_iss_parameter_supported.
+        ("no iss from a server that promises it", None),
+    ] {
+        let callback = upstream_callback(&fleet, &browser, &demo, &flow_id, &csrf).await;
+        assert_eq!(query_of(&callback)["iss"], [demo.base_url()], "the honest callback names the demo");
+        let response = browser.get_raw(&with_query(&callback, "iss", iss)).await;
+        let html = assert_refusal_page(response, StatusCode::BAD_REQUEST, case).await;
+        assert!(html.contains("names another issuer"), "{case}: the page says why: {html}");
+        assert_eq!(count(fleet.db(), "connections").await, 0, "{case}: no connection");
+        assert_eq!(demo.stats().code_exchanges(), 0, "{case}: the code was not sent to any token endpoint");
+        // Security: the state is spent by the refusal, so the honest response
+        // cannot be replayed after a mix-up was seen.
+        let response = browser.get_raw(&callback).await;
+        assert_refusal_page(response, StatusCode::CONFLICT, case).await;
+    }
+    fleet.stop().await;
+}
+
+// === SSRF through Client ID Metadata Documents (CIMD draft §6) ===
+
+/// `/authorize` with `client_id` = `url`: an error page naming `why`, quickly,
+/// and no row anywhere (nothing cached, no flow).
+async fn assert_metadata_document_refused(fleet: &TestFleet, url: &str, why: &str, within: Duration) {
+    let client = RegisteredClient {
+        client_id: url.to_owned(),
+        client_secret: None,
+        redirect_uri: "http://127.0.0.1:33418/callback".to_owned(),
+    };
+    let before = snapshot(fleet.db()).await;
+    let started = Instant::now();
+    let response = fleet
+        .browser()
+        .authorize_raw(fleet.url(0), &authorize_params(&client, &Pkce::new(), STATE))
+        .await;
+    let elapsed = started.elapsed();
+    let html = assert_refusal_page(response, StatusCode::BAD_REQUEST, url).await;
+    assert!(html.contains(why), "{url}: the page says why ({why}): {html}");
+    assert!(elapsed < within, "{url}: refused after {elapsed:?}, not within {within:?}");
+    before.assert_unchanged(&snapshot(fleet.db()).await, url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_a_metadata_document_on_a_link_local_address_is_refused_before_connecting() {
+    // A long outbound timeout: a connection attempt would show as a slow refusal.
+    let fleet = TestFleet::builder()
+        .control_plane(|config| config.outbound.timeout_ms = 30_000)
+        .spawn()
+        .await;
+    for url in [
+        "https://169.254.169.254/latest/meta-data/client.json",
+        "https://[fe80::1]/client.json",
+    ] {
+        assert_metadata_document_refused(&fleet, url, "link-local", Duration::from_secs(2)).await;
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_a_metadata_document_on_a_private_address_is_refused_before_connecting() {
+    let fleet = TestFleet::builder()
+        .control_plane(|config| config.outbound.timeout_ms = 30_000)
+        .spawn()
+        .await;
+    for url in [
+        "https://10.0.0.1/client.json",
+        "https://192.168.1.1/client.json",
+        "https://172.16.0.1/client.json",
+        "https://[fd00::1]/client.json",
+        "https://100.64.0.1/client.json",
+    ] {
+        assert_metadata_document_refused(&fleet, url, "private addresses are refused", Duration::from_secs(2)).await;
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_a_metadata_document_on_loopback_is_refused_when_loopback_is_not_allowed() {
+    // A valid document on 127.0.0.1: only the address is wrong.
+    let docs = HttpFixture::start(|base, path| {
+        Reply::Json(
+            json!({
+                "client_id": format!("{base}{path}"),
+                "client_name": "Loopback document",
+                "redirect_uris": ["http://127.0.0.1:33418/callback"],
+                "token_endpoint_auth_method": "none",
+            })
+            .to_string(),
+        )
+    })
+    .await;
+    let fleet = TestFleet::start(1).await;
+    let port = docs.base.rsplit(':').next().unwrap().to_owned();
+    for (url, why) in [
+        (docs.url("/client.json"), "must be https"),
+        (format!("https://127.0.0.1:{port}/client.json"), "loopback addresses are refused"),
+        (format!("https://localhost:{port}/client.json"), "loopback addresses are refused"),
+        (format!("https://[::1]:{port}/client.json"), "loopback addresses are refused"),
+    ] {
+        assert_metadata_document_refused(&fleet, &url, why, Duration::from_secs(2)).await;
+    }
+    assert!(docs.requests().is_empty(), "nothing reached the server: {:?}", docs.requests());
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_a_slow_metadata_document_is_cut_at_the_outbound_timeout() {
+    let docs = HttpFixture::start(|_, _| Reply::Hang).await;
+    let fleet = TestFleet::builder()
+        .control_plane(|config| {
+            config.outbound.allow_loopback = true;
+            config.outbound.timeout_ms = 500;
+        })
+        .spawn()
+        .await;
+    assert_metadata_document_refused(
+        &fleet,
+        &docs.url("/slow.json"),
+        "client metadata document",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(docs.requests(), ["/slow.json"], "fetched once, then given up");
+    fleet.stop().await;
+}
+
+// === SSRF through upstream discovery (RFC 9728, RFC 8414) ===
+
+/// An oauth service whose protected-resource metadata names `authorization_server`:
+/// Connect answers a page saying why, and nothing is stored or fetched beyond that document.
+async fn assert_discovery_refused(authorization_server: &'static str, why: &str) {
+    let mcp = HttpFixture::start(move |base, path| {
+        if path.starts_with("/.well-known/oauth-protected-resource") {
+            Reply::Json(
+                json!({
+                    "resource": format!("{base}/mcp"),
+                    "authorization_servers": [authorization_server],
+                })
+                .to_string(),
+            )
+        } else {
+            Reply::NotFound
+        }
+    })
+    .await;
+    let url = mcp.url("/mcp");
+    let fleet = TestFleet::builder()
+        .control_plane(move |config| {
+            // The MCP server itself is on loopback, which this fleet allows;
+            // the address it points at is not.
+            config.outbound.allow_loopback = true;
+            config.outbound.timeout_ms = 30_000;
+            config.mcp_servers = vec![McpServer {
+                name: "files".into(),
+                display_name: "Files".into(),
+                url,
+                auth_mode: AuthMode::Oauth,
+                ..Default::default()
+            }];
+        })
+        .spawn()
+        .await;
+    let browser = fleet.browser();
+    let (_, flow_id, csrf, _) = flow_at_services(&fleet, &browser).await;
+    let before = snapshot(fleet.db()).await;
+    let started = Instant::now();
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/connect", fleet.url(0)),
+            &[("csrf", csrf.as_str()), ("service", "files")],
+        )
+        .await;
+    let html = assert_refusal_page(response, StatusCode::BAD_GATEWAY, authorization_server).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "refused before any connection");
+    assert!(html.contains(why), "{authorization_server}: the page says why ({why}): {html}");
+    assert!(
+        html.contains(&format!(r#"href="/consent/{flow_id}""#)),
+        "a way back to the flow"
+    );
+    before.assert_unchanged(&snapshot(fleet.db()).await, authorization_server);
+    assert!(
+        mcp.requests().iter().all(|p| p.starts_with("/.well-known/oauth-protected-resource")),
+        "only the protected-resource metadata was fetched: {:?}",
+        mcp.requests()
+    );
+    // The flow goes on without the service.
+    assert!(
+        browser
+            .page(&format!("{}/consent/{flow_id}/services", fleet.url(0)))
+            .await
+            .html
+            .contains("Not connected")
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_upstream_discovery_to_a_private_address_is_refused() {
+    assert_discovery_refused("https://10.0.0.7", "private addresses are refused").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_upstream_discovery_to_a_link_local_address_is_refused() {
+    assert_discovery_refused("https://169.254.169.254/latest", "link-local").await;
+}
