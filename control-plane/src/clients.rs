@@ -928,3 +928,223 @@ mod tests {
         assert_eq!(cache_lifetime(&headers), 0);
     }
 }
+
+/// Properties of the redirect-URI policy and the metadata-document checks over
+/// generated input (SECURITY.md): they never panic, and what they accept keeps
+/// the invariants an open redirect would break.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Strings shaped like URIs, with the parts an attacker varies.
+    fn uri_like() -> impl Strategy<Value = String> {
+        let scheme = prop::sample::select(vec![
+            "http", "https", "HTTP", "HtTpS", "javascript", "JaVaScRiPt", "data", "file", "vbscript", "blob", "about",
+            "cursor", "CURSOR", "vscode", "myapp", "ws", "",
+        ]);
+        let separator = prop::sample::select(vec!["://", ":", ":/", ":///", "//"]);
+        let userinfo = prop::option::of("[a-z:@%]{0,6}");
+        let host = prop::sample::select(vec![
+            "localhost", "LocalHost", "127.0.0.1", "[::1]", "127.0.0.2", "0", "2130706433", "[::ffff:127.0.0.1]",
+            "example.com", "evil.example", "*.example.com", "", "a b", "127.0.0.1.evil.example", "%6cocalhost",
+        ]);
+        let port = prop::option::of(0u32..70_000);
+        let path = "(/[a-zA-Z0-9._%~*:@!$&'()+,;= \t-]{0,8}){0,3}";
+        let query = prop::option::of("[a-z0-9=&%/?:#]{0,12}");
+        let fragment = prop::option::of("[a-z0-9#/]{0,6}");
+        (scheme, separator, userinfo, host, port, path, query, fragment).prop_map(
+            |(scheme, separator, userinfo, host, port, path, query, fragment)| {
+                let mut uri = format!("{scheme}{separator}");
+                if let Some(userinfo) = userinfo {
+                    uri.push_str(&format!("{userinfo}@"));
+                }
+                uri.push_str(host);
+                if let Some(port) = port {
+                    uri.push_str(&format!(":{port}"));
+                }
+                uri.push_str(&path);
+                if let Some(query) = query {
+                    uri.push_str(&format!("?{query}"));
+                }
+                if let Some(fragment) = fragment {
+                    uri.push_str(&format!("#{fragment}"));
+                }
+                uri
+            },
+        )
+    }
+
+    /// Mostly acceptable redirect URIs, to register.
+    fn registrable() -> impl Strategy<Value = String> {
+        let scheme = prop::sample::select(vec!["http", "https", "cursor"]);
+        let host = prop::sample::select(vec!["127.0.0.1", "localhost", "[::1]", "app.example"]);
+        let port = prop::option::of(1u16..=65_535);
+        let path = "(/[a-z]{1,5}){0,2}";
+        let query = prop::option::of("[a-z]=[0-9]");
+        (scheme, host, port, path, query).prop_map(|(scheme, host, port, path, query)| {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+            format!("{scheme}://{host}{port}{path}{query}")
+        })
+    }
+
+    fn any_uri() -> impl Strategy<Value = String> {
+        prop_oneof![4 => uri_like(), 1 => any::<String>(), 1 => "\\PC{0,40}"]
+    }
+
+    fn client_with(redirect_uris: Vec<String>) -> Client {
+        Client {
+            client_id: "cli_p".into(),
+            kind: ClientKind::Dynamic,
+            client_name: "p".into(),
+            redirect_uris,
+            auth_method: AuthMethod::None,
+            secret_hash: None,
+            grant_types: vec![],
+            response_types: vec![],
+            scope: String::new(),
+            client_uri: String::new(),
+            logo_uri: String::new(),
+            application_type: String::new(),
+            created_at: 0,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn accepted_redirect_uris_never_run_code_carry_fragments_or_leave_loopback_over_http(raw in any_uri()) {
+            let config = ClientsConfig::default();
+            if check_redirect_uri(&raw, &config).is_ok() {
+                prop_assert!(!raw.contains('#'), "a fragment: {raw:?}");
+                prop_assert!(!raw.contains('*'), "a wildcard: {raw:?}");
+                prop_assert!(!raw.chars().any(|c| c.is_whitespace() || c.is_control()), "{raw:?}");
+                let url = Url::parse(&raw).expect("accepted URIs parse");
+                let scheme = url.scheme();
+                prop_assert!(
+                    !["javascript", "data", "file", "vbscript", "blob", "about", "filesystem"].contains(&scheme),
+                    "scheme {scheme} in {raw:?}"
+                );
+                prop_assert!(url.fragment().is_none(), "{raw:?}");
+                match scheme {
+                    "https" => prop_assert!(url.host().is_some() && url.username().is_empty() && url.password().is_none(), "{raw:?}"),
+                    "http" => {
+                        prop_assert!(is_loopback_host(&url), "plain http off loopback: {raw:?}");
+                        prop_assert!(url.username().is_empty() && url.password().is_none(), "{raw:?}");
+                    }
+                    other => prop_assert!(
+                        config.allowed_private_use_schemes.iter().any(|s| s.eq_ignore_ascii_case(other)),
+                        "an unlisted scheme: {raw:?}"
+                    ),
+                }
+            }
+        }
+
+        #[test]
+        fn a_matched_redirect_uri_is_a_registered_one_or_its_loopback_port_variant(
+            registered in prop::collection::vec(registrable(), 1..3),
+            requested in any_uri(),
+            port in 1u16..=65_535,
+            edit in 0usize..6,
+            extra in "[a-zA-Z0-9/?&=.%:@#]{1,6}",
+        ) {
+            let config = ClientsConfig::default();
+            let registered: Vec<String> =
+                registered.into_iter().filter(|r| check_redirect_uri(r, &config).is_ok()).collect();
+            prop_assume!(!registered.is_empty());
+            let client = client_with(registered.clone());
+            // The requested URI as sent, the first registered one on another
+            // port, and a near miss of it.
+            let mut variant = Url::parse(&registered[0]).expect("accepted URIs parse");
+            let _ = variant.set_port(Some(port));
+            let first = &registered[0];
+            let near_miss = match edit {
+                0 => format!("{first}{extra}"),
+                1 => format!("{extra}{first}"),
+                2 => first.to_ascii_uppercase(),
+                3 => first.replacen("://", &format!("://{extra}"), 1),
+                4 => first.replacen('/', &extra, 1),
+                _ => format!("{}{extra}", variant),
+            };
+            for requested in [requested, variant.to_string(), near_miss] {
+                let Some(matched) = match_redirect_uri(&client, &requested) else { continue };
+                if requested.is_empty() {
+                    // OAuth 2.1 §4.1.1: omitted only when exactly one is registered.
+                    prop_assert_eq!(std::slice::from_ref(&matched), registered.as_slice());
+                    continue;
+                }
+                prop_assert_eq!(&matched, &requested, "the browser goes where the request said");
+                if registered.contains(&requested) {
+                    continue;
+                }
+                // Only the port of a loopback http URI may differ (RFC 8252 §7.3).
+                let mut url = Url::parse(&requested).expect("a matched URI parses");
+                prop_assert_eq!(url.scheme(), "http");
+                prop_assert!(is_loopback_host(&url), "{requested:?}");
+                let _ = url.set_port(None);
+                prop_assert!(
+                    registered.iter().any(|r| Url::parse(r).is_ok_and(|mut r| {
+                        let _ = r.set_port(None);
+                        r == url
+                    })),
+                    "{requested:?} matched none of {registered:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn accepted_metadata_document_urls_are_https_normal_and_have_a_path(raw in any_uri(), allow_loopback in any::<bool>()) {
+            if check_metadata_document_url(&raw, allow_loopback).is_ok() {
+                let url = Url::parse(&raw).expect("accepted URLs parse");
+                prop_assert_eq!(url.as_str(), raw.as_str(), "already in normal form");
+                prop_assert!(url.scheme() == "https" || (allow_loopback && url.scheme() == "http" && is_loopback_host(&url)), "{raw:?}");
+                prop_assert!(url.fragment().is_none() && url.username().is_empty() && url.password().is_none(), "{raw:?}");
+                prop_assert!(url.path() != "/" && !url.path().is_empty(), "{raw:?}");
+                prop_assert!(!url.path().split('/').any(|s| s == "." || s == ".."), "{raw:?}");
+            }
+        }
+
+        #[test]
+        fn the_cache_lifetime_of_any_header_stays_within_a_day(value in "[ -~]{0,60}") {
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&value) {
+                headers.insert(reqwest::header::CACHE_CONTROL, value);
+            }
+            let lifetime = cache_lifetime(&headers);
+            prop_assert!((0..=MAX_DOCUMENT_CACHE_SECONDS).contains(&lifetime), "{lifetime}");
+        }
+
+        #[test]
+        fn client_metadata_never_panics_and_keeps_only_good_redirect_uris(
+            redirect_uris in prop::collection::vec(any_uri(), 0..4),
+            grant_types in prop::collection::vec(prop::sample::select(vec!["authorization_code", "refresh_token", "implicit", "", "password"]), 0..3),
+            response_types in prop::collection::vec(prop::sample::select(vec!["code", "token", ""]), 0..2),
+            client_name in "\\PC{0,20}",
+            client_uri in any_uri(),
+            scope in "[a-z_ ]{0,30}",
+        ) {
+            let config = ClientsConfig::default();
+            let checked = check_metadata(&config, false, Metadata {
+                redirect_uris: redirect_uris.clone(),
+                grant_types: grant_types.iter().map(|g| g.to_string()).collect(),
+                response_types: response_types.iter().map(|r| r.to_string()).collect(),
+                client_name,
+                client_uri,
+                logo_uri: String::new(),
+                scope,
+                application_type: String::new(),
+            });
+            if let Ok(metadata) = checked {
+                prop_assert_eq!(&metadata.redirect_uris, &redirect_uris);
+                prop_assert!(metadata.redirect_uris.iter().all(|r| check_redirect_uri(r, &config).is_ok()));
+                prop_assert!(metadata.grant_types.iter().all(|g| g == GRANT_AUTHORIZATION_CODE || g == GRANT_REFRESH_TOKEN));
+                prop_assert_eq!(metadata.response_types, vec!["code".to_string()]);
+                prop_assert!(metadata.scope.split_whitespace().all(|s| SUPPORTED_SCOPES.contains(&s)));
+                prop_assert!(!metadata.client_name.is_empty() && !metadata.client_name.chars().any(char::is_control));
+            }
+        }
+    }
+}

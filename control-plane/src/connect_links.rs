@@ -6,13 +6,16 @@
 //! short-lived; it is bound to the grant and identity that asked, and opening
 //! it requires the browser to prove that same identity (SPEC-NOTES §5.4, the
 //! phishing rule). The URL carries nothing else: no identity, no service secret.
+//! A signed-in user's link is proved by signing in again at the OpenID
+//! provider (`sign_in::begin_for_link`, then `open_signed_in` once the ID token
+//! is verified): the link is spent only when the verified subject is its own.
 
 use crate::identities::IdentityKind;
 use crate::secret::{self, Secret, prefix};
 use crate::store::StoreError;
 use crate::store::audit::NewAuditEvent;
 use crate::store::gateway::ConnectLinkRow;
-use crate::{Core, audit, connections, flows, virtual_keys};
+use crate::{Core, audit, connections, flows, sign_in, virtual_keys};
 
 /// Lifetime of a connect link.
 pub const LINK_SECONDS: i64 = 10 * 60;
@@ -64,12 +67,16 @@ pub enum LinkError {
     InvalidVirtualKey,
     #[error("this link belongs to another identity")]
     WrongIdentity,
-    #[error("links of signed-in users cannot be opened here yet; connect the service from your application's consent page")]
-    SignInRequired,
+    #[error("this link belongs to another account; sign in with the account your application uses")]
+    WrongAccount,
+    #[error("user sign-in is not configured, so this link of a signed-in user cannot be opened")]
+    SignInUnavailable,
     #[error("open the link in a browser that keeps cookies")]
     BrowserRequired,
     #[error(transparent)]
     Connect(#[from] crate::connections::ConnectError),
+    #[error(transparent)]
+    SignIn(Box<sign_in::SignInError>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -90,13 +97,40 @@ pub struct LinkView {
     pub display_name: String,
     pub proof: Proof,
     pub expires_at: i64,
+    /// For `Proof::SignIn`: the sign-in button's label (empty without sign-in configured).
+    pub sign_in_label: String,
 }
 
-/// The live link `link_id` names, its service (per-user OAuth) and the proof its identity needs.
-async fn live_link(core: &Core, link_id: &Secret) -> Result<(ConnectLinkRow, crate::mcp_servers::McpServer, Proof), LinkError> {
+/// A live link with what opening it needs.
+struct Live {
+    row: ConnectLinkRow,
+    server: crate::mcp_servers::McpServer,
+    proof: Proof,
+    /// Users only: the identity's verified subject.
+    subject: Option<String>,
+}
+
+impl Live {
+    fn view(&self, core: &Core) -> LinkView {
+        let sign_in_label = match (self.proof, core.config.sign_in.as_ref()) {
+            (Proof::SignIn, Some(config)) => config.display_name.clone(),
+            _ => String::new(),
+        };
+        LinkView {
+            service: self.server.name.clone(),
+            display_name: self.server.display_name.clone(),
+            proof: self.proof,
+            expires_at: self.row.expires_at,
+            sign_in_label,
+        }
+    }
+}
+
+/// The live link of hash `link_hash`, its service (per-user OAuth) and the proof its identity needs.
+async fn live_link(core: &Core, link_hash: &str) -> Result<Live, LinkError> {
     let row = core
         .store
-        .get_connect_link(&link_id.hash())
+        .get_connect_link(link_hash)
         .await?
         .ok_or(LinkError::NotFound)?;
     if row.used_at.is_some() {
@@ -122,23 +156,23 @@ async fn live_link(core: &Core, link_id: &Secret) -> Result<(ConnectLinkRow, cra
         Some(IdentityKind::User) | None => Proof::SignIn,
     };
     let server = crate::connections::oauth_service(core, &row.service).await?;
-    Ok((row, server, proof))
+    Ok(Live {
+        row,
+        server,
+        proof,
+        subject: identity.subject,
+    })
 }
 
 /// Describes a link without spending it.
 pub async fn view(core: &Core, link_id: &Secret) -> Result<LinkView, LinkError> {
-    let (row, server, proof) = live_link(core, link_id).await?;
-    Ok(LinkView {
-        service: server.name,
-        display_name: server.display_name,
-        proof,
-        expires_at: row.expires_at,
-    })
+    Ok(live_link(core, &link_id.hash()).await?.view(core))
 }
 
 /// Opens a link for a person who proved its identity: spends it and begins
 /// the upstream authorization for that identity. Returns the view and the
-/// URL to send the browser to.
+/// URL to send the browser to. For a signed-in user's link nothing is spent
+/// yet: the URL is the OpenID provider's, where the person signs in first.
 pub async fn open(
     core: &Core,
     link_id: &Secret,
@@ -146,7 +180,7 @@ pub async fn open(
     browser_secret: &Secret,
     remote_addr: &str,
 ) -> Result<(LinkView, String), LinkError> {
-    let (row, server, proof) = live_link(core, link_id).await?;
+    let live = live_link(core, &link_id.hash()).await?;
     // The upstream callback must come back to this browser (see `connections::complete`).
     if browser_secret.expose().len() < 32 {
         return Err(LinkError::BrowserRequired);
@@ -154,7 +188,7 @@ pub async fn open(
     // Security: SPEC-NOTES §5.4 (phishing rule, C9), the person opening the
     // link must be the identity it was made for, proved the way that identity
     // is proved; a link forwarded to someone else connects nothing for them.
-    match proof {
+    match live.proof {
         Proof::VirtualKey => {
             let presented = virtual_key.ok_or(LinkError::VirtualKeyRequired)?;
             let key = virtual_keys::verify(core, presented)
@@ -164,8 +198,8 @@ pub async fn open(
                     _ => LinkError::InvalidVirtualKey,
                 })?
                 .ok_or(LinkError::InvalidVirtualKey)?;
-            if key.identity_id != row.identity_id {
-                tracing::warn!(target: "gatehouse::security", reason = "connect link opened with another identity's virtual key", service = %row.service, "connect link refused");
+            if key.identity_id != live.row.identity_id {
+                tracing::warn!(target: "gatehouse::security", reason = "connect link opened with another identity's virtual key", service = %live.row.service, "connect link refused");
                 return Err(LinkError::WrongIdentity);
             }
         }
@@ -173,11 +207,71 @@ pub async fn open(
         // the link itself (256 random bits, stored hashed, single-use, 10
         // minutes, bound to the grant that asked) is the only proof possible.
         Proof::LinkOnly => {}
-        // Security: a user identity needs the same verified subject; sign-in
-        // from a link is not offered yet, so the link is refused rather than
-        // accepted on weaker proof.
-        Proof::SignIn => return Err(LinkError::SignInRequired),
+        // Security: a user identity is proved only by a verified sign-in as
+        // the same subject. Nothing is spent here: the sign-in attempt is
+        // bound to the link and to this browser, and `open_signed_in` (after
+        // the ID token is verified) decides and spends.
+        Proof::SignIn => {
+            if core.config.sign_in.is_none() {
+                return Err(LinkError::SignInUnavailable);
+            }
+            let url = sign_in::begin_for_link(core, &live.row.link_hash, &live.row.identity_id, &browser_secret.hash())
+                .await
+                .map_err(|e| LinkError::SignIn(Box::new(e)))?;
+            audit::record(
+                core,
+                NewAuditEvent {
+                    actor: "",
+                    action: "connect_link.sign_in_begin",
+                    target: &live.row.service,
+                    remote_addr,
+                    detail: serde_json::json!({ "grant_id": live.row.grant_id }).to_string(),
+                },
+            )
+            .await;
+            return Ok((live.view(core), url));
+        }
     }
+    spend_and_begin(core, live, &browser_secret.hash(), remote_addr).await
+}
+
+/// Opens a signed-in user's link once sign-in verified `subject`
+/// (`<issuer>#<sub>`, from `sign_in::complete`) in the browser whose connect
+/// cookie hashes to `browser_secret_hash`: spends it and begins the upstream
+/// authorization. Returns the view and the upstream URL.
+pub async fn open_signed_in(
+    core: &Core,
+    link_hash: &str,
+    subject: &str,
+    browser_secret_hash: &str,
+    remote_addr: &str,
+) -> Result<(LinkView, String), LinkError> {
+    let live = live_link(core, link_hash).await?;
+    // Security: SPEC-NOTES §5.4 (phishing rule, C9), the verified subject must
+    // be exactly the link identity's; a link forwarded to someone who signs in
+    // as themselves connects nothing, and the link stays unspent for its owner.
+    let own = live.proof == Proof::SignIn
+        && live
+            .subject
+            .as_deref()
+            .is_some_and(|own| secret::constant_time_eq(own.as_bytes(), subject.as_bytes()));
+    if !own {
+        tracing::warn!(target: "gatehouse::security", reason = "connect link signed in as another account", service = %live.row.service, "connect link refused");
+        return Err(LinkError::WrongAccount);
+    }
+    spend_and_begin(core, live, browser_secret_hash, remote_addr).await
+}
+
+/// Spends a proved link and begins the upstream authorization for its
+/// identity, bound to the browser (`browser_secret_hash`) that proved it.
+async fn spend_and_begin(
+    core: &Core,
+    live: Live,
+    browser_secret_hash: &str,
+    remote_addr: &str,
+) -> Result<(LinkView, String), LinkError> {
+    let view = live.view(core);
+    let Live { row, server, proof, .. } = live;
     let now = core.now();
     // Invariant: one conditional update spends the link, so of two concurrent
     // opens exactly one goes on.
@@ -191,7 +285,7 @@ pub async fn open(
             flow_id: None,
             identity_id: Some(&row.identity_id),
             link_id: Some(&row.link_hash),
-            browser_secret_hash: Some(&browser_secret.hash()),
+            browser_secret_hash: Some(browser_secret_hash),
         },
     )
     .await
@@ -203,6 +297,11 @@ pub async fn open(
             return Err(err.into());
         }
     };
+    let proved_by = match proof {
+        Proof::VirtualKey => "virtual_key",
+        Proof::LinkOnly => "link",
+        Proof::SignIn => "sign_in",
+    };
     audit::record(
         core,
         NewAuditEvent {
@@ -210,15 +309,9 @@ pub async fn open(
             action: "connect_link.open",
             target: &row.service,
             remote_addr,
-            detail: serde_json::json!({ "grant_id": row.grant_id }).to_string(),
+            detail: serde_json::json!({ "grant_id": row.grant_id, "proof": proved_by }).to_string(),
         },
     )
     .await;
-    let view = LinkView {
-        service: server.name,
-        display_name: server.display_name,
-        proof,
-        expires_at: row.expires_at,
-    };
     Ok((view, url))
 }

@@ -468,6 +468,10 @@ pub async fn disconnect(core: &Core, flow: &OpenFlow, service: &str, remote_addr
     if removed.is_empty() {
         return Ok(0);
     }
+    core.events.publish(crate::events::Invalidation::ConnectionChanged {
+        identity_id: identity_id.to_string(),
+        service: service.to_string(),
+    });
     let client = if server.auth_mode == AuthMode::Oauth {
         match upstream::client(core, &server).await {
             Ok(client) => Some(client),

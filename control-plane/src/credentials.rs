@@ -191,6 +191,7 @@ pub async fn give_up(core: &Core, server: &McpServer, identity_id: &str, version
         return from_connection(core, server, &row);
     }
     core.store.mark_needs_reauth(&row.id, core.now()).await?;
+    publish_connection(core, &row);
     audit::record(
         core,
         NewAuditEvent {
@@ -278,6 +279,7 @@ async fn refresh_holding_lease(core: &Core, server: &McpServer, row: &Connection
                 let current = current.ok_or_else(|| CredentialError::NotConnected(server.display_name.clone()))?;
                 return from_connection(core, server, &current);
             }
+            publish_connection(core, row);
             let current = core.store.get_connection(&row.id).await?;
             let current = current.ok_or_else(|| CredentialError::NotConnected(server.display_name.clone()))?;
             ("connection.refresh", from_connection(core, server, &current))
@@ -286,6 +288,7 @@ async fn refresh_holding_lease(core: &Core, server: &McpServer, row: &Connection
             // The provider will not honour this grant again: the person must
             // authorize again. Nothing is deleted; the page shows "needs re-auth".
             core.store.mark_needs_reauth(&row.id, now).await?;
+            publish_connection(core, row);
             (
                 "connection.needs_reauth",
                 Err(CredentialError::NeedsReauth(server.display_name.clone())),
@@ -316,4 +319,14 @@ async fn refresh_holding_lease(core: &Core, server: &McpServer, row: &Connection
     )
     .await;
     result
+}
+
+/// Tells the data planes a connection's credential changed.
+fn publish_connection(core: &Core, row: &ConnectionRow) {
+    if let Some(identity_id) = &row.identity_id {
+        core.events.publish(crate::events::Invalidation::ConnectionChanged {
+            identity_id: identity_id.clone(),
+            service: row.service.clone(),
+        });
+    }
 }

@@ -627,3 +627,47 @@ mod tests {
         );
     }
 }
+
+/// Properties of the authorization response over generated input (SECURITY.md):
+/// whatever the state holds, the client gets it back as one value, after the
+/// registered URI's own query, and nothing can change where the browser goes.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_response_goes_to_the_redirect_uri_with_state_and_iss_as_sent(
+            host in "[a-z]{1,8}\\.example",
+            path in "(/[a-z0-9]{1,6}){0,3}",
+            query in prop::option::of("[a-z]{1,4}=[a-z0-9]{0,4}(&[a-z]{1,4}=[a-z0-9]{0,4}){0,2}&?"),
+            code in "[A-Za-z0-9_-]{1,40}",
+            state in prop::option::of(any::<String>()),
+            issuer in "https://[a-z]{1,8}\\.example(:[0-9]{2,5})?",
+        ) {
+            let redirect_uri = match &query {
+                Some(query) => format!("https://{host}{path}?{query}"),
+                None => format!("https://{host}{path}"),
+            };
+            let response = authorization_response(&redirect_uri, &[("code", &code)], state.as_deref(), &issuer);
+            let url = url::Url::parse(&response).expect("the response is a URL");
+            let registered = url::Url::parse(&redirect_uri).expect("the redirect URI is a URL");
+            prop_assert_eq!(url.origin(), registered.origin());
+            prop_assert_eq!(url.path(), registered.path());
+            prop_assert_eq!(url.fragment(), None);
+            let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            let own: Vec<(String, String)> = registered.query_pairs().into_owned().collect();
+            prop_assert_eq!(&pairs[..own.len()], own.as_slice(), "the registered query comes first, unchanged");
+            let mut added = vec![("code".to_owned(), code.clone())];
+            if let Some(state) = &state {
+                added.push(("state".to_owned(), state.clone()));
+            }
+            added.push(("iss".to_owned(), issuer.clone()));
+            prop_assert_eq!(&pairs[own.len()..], added.as_slice(), "code, state and iss exactly as given");
+        }
+    }
+}

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::clients::{self, ClientError, PresentedClient};
+use crate::events::Invalidation;
 use crate::secret::{self, Secret, prefix};
 use crate::store::StoreError;
 use crate::store::audit::NewAuditEvent;
@@ -297,6 +298,7 @@ async fn code_replayed(core: &Core, client_id: &str, code_hash: &str, remote_add
     };
     tracing::warn!(target: "gatehouse::security", reason = "authorization code replayed", client_id, grant_id = grant_id.as_deref().unwrap_or(""), "revoking what the code issued");
     if let Some(grant_id) = &grant_id {
+        core.events.publish(Invalidation::GrantRevoked(grant_id.to_string()));
         if let Err(err) = core.store.revoke_grant(grant_id, "code_replayed", core.now()).await {
             return err.into();
         }
@@ -416,6 +418,7 @@ pub async fn refresh(core: &Core, request: RefreshRequest) -> Result<TokenSet, G
 
 async fn refresh_reused(core: &Core, client_id: &str, grant_id: &str, remote_addr: &str) -> GrantError {
     tracing::warn!(target: "gatehouse::security", reason = "refresh token reused", client_id, grant_id, "revoking the refresh-token family");
+    core.events.publish(Invalidation::GrantRevoked(grant_id.to_string()));
     if let Err(err) = core.store.revoke_grant(grant_id, "refresh_token_reused", core.now()).await {
         return err.into();
     }
@@ -471,6 +474,7 @@ pub async fn revoke(core: &Core, request: RevokeRequest) -> Result<(), GrantErro
         } else {
             // RFC 7009 §2.1: revoking a refresh token ends its grant and every access token of it.
             core.store.revoke_grant(&grant.id, "revoked_by_client", core.now()).await?;
+            core.events.publish(Invalidation::GrantRevoked(grant.id.clone()));
             "refresh_token"
         };
         audit::record(
@@ -568,5 +572,94 @@ mod tests {
         assert_ne!(norm("https://gw.example.com/MCP"), norm("https://gw.example.com/mcp"));
         assert_eq!(norm("https://gw.example.com/mcp#x"), None);
         assert_eq!(norm("https://gw.example.com/mcp?x=1"), None);
+    }
+}
+
+/// Properties of the resource, scope and PKCE parsers over generated input
+/// (SECURITY.md): they never panic, PKCE values are exactly RFC 7636's
+/// alphabet and lengths, and resource normalisation is stable.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// RFC 7636 §4.1, written out independently of `is_pkce_value`.
+    fn spec_pkce(value: &str) -> bool {
+        let length = value.chars().count();
+        (43..=128).contains(&length)
+            && value
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_lowercase() || c.is_ascii_digit() || "-._~".contains(c))
+    }
+
+    fn resource_like() -> impl Strategy<Value = String> {
+        let scheme = prop::sample::select(vec!["http", "https", "HTTPS", "HtTp", "ftp", "javascript", ""]);
+        let host = prop::sample::select(vec!["gw.example.com", "GW.Example.COM", "127.0.0.1", "[::1]", "", "a b", "u@gw"]);
+        let port = prop::option::of(prop::sample::select(vec![80u32, 443, 8443, 0, 70_000]));
+        let path = "(/[a-zA-Z0-9%._~-]{0,6}){0,3}/?";
+        let tail = prop::option::of("[?#][a-z=]{0,4}");
+        (scheme, host, port, path, tail).prop_map(|(scheme, host, port, path, tail)| {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{scheme}://{host}{port}{path}{}", tail.unwrap_or_default())
+        })
+    }
+
+    fn any_resource() -> impl Strategy<Value = String> {
+        prop_oneof![4 => resource_like(), 1 => any::<String>()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn pkce_values_are_exactly_rfc_7636s(value in prop_oneof![
+            "[A-Za-z0-9._~-]{40,131}",
+            "[A-Za-z0-9._~+/= -]{40,131}",
+            any::<String>(),
+        ]) {
+            prop_assert_eq!(is_pkce_value(&value), spec_pkce(&value), "{:?}", value);
+        }
+
+        #[test]
+        fn the_s256_challenge_of_a_verifier_is_a_pkce_value_of_43_characters(verifier in "[A-Za-z0-9._~-]{43,128}") {
+            let challenge = s256_challenge(&verifier);
+            prop_assert_eq!(challenge.len(), 43);
+            prop_assert!(is_pkce_value(&challenge));
+            prop_assert_ne!(challenge, verifier, "the challenge never reveals the verifier");
+        }
+
+        #[test]
+        fn normalised_resources_are_stable_and_carry_no_query_fragment_or_userinfo(raw in any_resource()) {
+            if let Some(normal) = normalise_resource(&raw) {
+                let again = normalise_resource(&normal);
+                prop_assert_eq!(again.as_deref(), Some(normal.as_str()), "idempotent");
+                prop_assert!(normal.starts_with("http://") || normal.starts_with("https://"), "{normal}");
+                prop_assert!(!normal.contains(['?', '#', '@']), "{normal}");
+                prop_assert!(!normal.ends_with('/'), "{normal}");
+            }
+        }
+
+        #[test]
+        fn case_of_scheme_and_host_and_a_trailing_slash_do_not_change_the_resource(
+            host in "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}",
+            path in "(/[a-z0-9]{1,6}){0,3}",
+            secure in any::<bool>(),
+            slash in any::<bool>(),
+        ) {
+            let scheme = if secure { "https" } else { "http" };
+            let canonical = normalise_resource(&format!("{scheme}://{host}{path}"));
+            prop_assert!(canonical.is_some());
+            let varied = format!("{}://{}{path}{}", scheme.to_ascii_uppercase(), host.to_ascii_uppercase(), if slash { "/" } else { "" });
+            prop_assert_eq!(normalise_resource(&varied), canonical);
+        }
+
+        #[test]
+        fn a_granted_scope_is_mcp_or_nothing(requested in prop_oneof!["[a-z_ ]{0,40}", any::<String>()]) {
+            match granted_scope(&requested) {
+                None => prop_assert!(requested.split_whitespace().any(|s| !clients::SUPPORTED_SCOPES.contains(&s))),
+                Some(scope) => prop_assert!(scope == MCP_SCOPE || scope.is_empty(), "{scope:?}"),
+            }
+        }
     }
 }

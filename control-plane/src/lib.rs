@@ -13,6 +13,7 @@ pub mod config;
 pub mod connect_links;
 pub mod connections;
 pub mod credentials;
+pub mod events;
 pub mod flows;
 pub mod grants;
 pub mod grpc;
@@ -54,6 +55,8 @@ pub struct Core {
     pub outbound: Outbound,
     pub clock: Arc<dyn Clock>,
     pub config: ControlPlaneConfig,
+    /// Invalidations for the data planes (`WatchEvents`).
+    pub events: events::Events,
 }
 
 impl Core {
@@ -106,6 +109,7 @@ impl ControlPlane {
             outbound,
             clock,
             config,
+            events: events::Events::default(),
         });
         mcp_servers::seed_from_config(&core).await?;
         let addr = listener.local_addr().map_err(StartError::Listener)?;

@@ -190,6 +190,7 @@ mod tests {
 
 // === Registry operations ===
 
+use crate::events::Invalidation;
 use crate::{Core, StartError};
 
 /// Applies the config file's `[[mcp_servers]]` (source "config"): each is
@@ -215,6 +216,7 @@ pub async fn create(core: &Core, server: McpServer) -> Result<McpServer, Registr
     if !core.store.insert_mcp_server(&server, "admin", core.now()).await? {
         return Err(McpServerError::AlreadyExists(server.name).into());
     }
+    core.events.publish(Invalidation::ServicesChanged);
     get(core, &server.name).await
 }
 
@@ -224,6 +226,7 @@ pub async fn update(core: &Core, server: McpServer) -> Result<McpServer, Registr
     if !core.store.update_mcp_server(&server, core.now()).await? {
         return Err(McpServerError::NotFound(server.name).into());
     }
+    core.events.publish(Invalidation::ServicesChanged);
     get(core, &server.name).await
 }
 
@@ -237,10 +240,13 @@ pub async fn get(core: &Core, name: &str) -> Result<McpServer, RegistryError> {
 
 /// Removes an entry and its connections; returns how many connections went with it.
 pub async fn delete(core: &Core, name: &str) -> Result<u64, RegistryError> {
-    core.store
+    let deleted = core
+        .store
         .delete_mcp_server(name)
         .await?
-        .ok_or_else(|| McpServerError::NotFound(name.to_string()).into())
+        .ok_or_else(|| McpServerError::NotFound(name.to_string()))?;
+    core.events.publish(Invalidation::ServicesChanged);
+    Ok(deleted)
 }
 
 /// A registry operation's failure: a rule broken, or the store.

@@ -26,10 +26,10 @@ use crate::secret::{self, Secret, prefix};
 use crate::store::StoreError;
 use crate::store::audit::NewAuditEvent;
 use crate::store::reseal;
-use crate::store::upstream::NewAttempt;
+use crate::store::upstream::{AttemptRow, NewAttempt};
 use crate::upstream::{self, AuthMethod, AuthServer, AuthorizationRequest, ClientCredentials, Pkce, UpstreamError};
 use crate::vault::VaultError;
-use crate::{Core, audit};
+use crate::{Core, audit, connect_links};
 
 /// `upstream_attempts.kind` and `service` of a sign-in.
 pub const KIND_SIGN_IN: &str = "sign_in";
@@ -107,6 +107,10 @@ pub enum SignInError {
     IdToken(#[from] IdTokenError),
     #[error("this user's identity was revoked")]
     IdentityRevoked,
+    #[error("the sign-in was not completed: {0}")]
+    NotSignedIn(String),
+    #[error(transparent)]
+    Link(#[from] crate::connect_links::LinkError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -125,8 +129,69 @@ fn verifier_aad(state_hash: &str) -> crate::vault::Aad<'_> {
     reseal::aad("upstream_attempts", "verifier_ct", state_hash, "", KIND_SIGN_IN)
 }
 
+/// What a sign-in attempt is for: a flow's identity page, or a connect link
+/// of a user identity (bound to the browser that opened it).
+#[derive(Debug, Clone, Copy)]
+struct AttemptFor<'a> {
+    flow_id: Option<&'a str>,
+    identity_id: Option<&'a str>,
+    link_id: Option<&'a str>,
+    browser_secret_hash: Option<&'a str>,
+}
+
 /// Identity page, User: the provider's authorization URL.
 pub async fn begin(core: &Core, flow: &OpenFlow, remote_addr: &str) -> Result<String, SignInError> {
+    let url = begin_attempt(
+        core,
+        AttemptFor {
+            flow_id: Some(&flow.row.id),
+            identity_id: None,
+            link_id: None,
+            browser_secret_hash: None,
+        },
+    )
+    .await?;
+    audit::record(
+        core,
+        NewAuditEvent {
+            actor: "",
+            action: "flow.sign_in_begin",
+            target: &flow.row.id,
+            remote_addr,
+            detail: String::new(),
+        },
+    )
+    .await;
+    Ok(url)
+}
+
+/// Connect link of a user identity: the provider's authorization URL, for an
+/// attempt bound to the link (`link_hash`), its identity and this browser
+/// (`browser_secret_hash`, of the connect cookie). Spends nothing of the link.
+pub async fn begin_for_link(
+    core: &Core,
+    link_hash: &str,
+    identity_id: &str,
+    browser_secret_hash: &str,
+) -> Result<String, SignInError> {
+    // Security: SPEC-NOTES §5.4 (phishing rule), the callback must come back
+    // to the browser that opened the link (checked in `complete` before the
+    // state is spent), so a provider URL forwarded to someone else signs in
+    // nobody for this link.
+    begin_attempt(
+        core,
+        AttemptFor {
+            flow_id: None,
+            identity_id: Some(identity_id),
+            link_id: Some(link_hash),
+            browser_secret_hash: Some(browser_secret_hash),
+        },
+    )
+    .await
+}
+
+/// Stores a new sign-in attempt for `origin`; returns the provider's authorization URL.
+async fn begin_attempt(core: &Core, origin: AttemptFor<'_>) -> Result<String, SignInError> {
     let config = config(core)?;
     let provider = discover(core, &config.issuer).await?;
     // Security: state and nonce are 256 random bits, stored only hashed; the
@@ -144,13 +209,13 @@ pub async fn begin(core: &Core, flow: &OpenFlow, remote_addr: &str) -> Result<St
             &NewAttempt {
                 state_hash: &state_hash,
                 kind: KIND_SIGN_IN,
-                flow_id: Some(&flow.row.id),
-                identity_id: None,
-                link_id: None,
+                flow_id: origin.flow_id,
+                identity_id: origin.identity_id,
+                link_id: origin.link_id,
                 service: KIND_SIGN_IN,
                 verifier,
                 nonce_hash: Some(&nonce_hash),
-                browser_secret_hash: None,
+                browser_secret_hash: origin.browser_secret_hash,
                 redirect_uri: &redirect_uri,
                 expires_at: now + core.config.lifetimes.upstream_state,
             },
@@ -177,17 +242,6 @@ pub async fn begin(core: &Core, flow: &OpenFlow, remote_addr: &str) -> Result<St
             nonce: Some(&nonce),
         },
     )?;
-    audit::record(
-        core,
-        NewAuditEvent {
-            actor: "",
-            action: "flow.sign_in_begin",
-            target: &flow.row.id,
-            remote_addr,
-            detail: String::new(),
-        },
-    )
-    .await;
     Ok(url)
 }
 
@@ -199,13 +253,28 @@ pub struct Callback<'a> {
     pub error: &'a str,
     pub error_description: &'a str,
     pub iss: &'a str,
+    /// The flow cookie's secret (sign-in from a flow's identity page).
     pub browser_secret: &'a Secret,
+    /// The connect cookie's secret (sign-in from a connect link).
+    pub link_browser_secret: &'a Secret,
     pub remote_addr: &'a str,
 }
 
-/// Completes sign-in; returns the flow to go back to. A provider error (the
-/// person cancelled) leaves a notice on the flow and changes nothing else.
-pub async fn complete(core: &Core, callback: Callback<'_>) -> Result<String, SignInError> {
+/// Where the browser goes after a completed sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The flow to go back to (empty for a connect link).
+    pub flow_id: String,
+    /// For a connect link: the upstream authorization URL (the link is spent).
+    pub continue_url: String,
+}
+
+/// Completes sign-in. For a flow: sets its identity to the verified user and
+/// returns the flow to go back to; a provider error (the person cancelled)
+/// leaves a notice on the flow and changes nothing else. For a connect link:
+/// requires the verified user to be the link's own, spends the link and
+/// returns the upstream authorization URL.
+pub async fn complete(core: &Core, callback: Callback<'_>) -> Result<SignedIn, SignInError> {
     let config = config(core)?;
     if callback.state.expose().is_empty() {
         return Err(SignInError::UnknownState);
@@ -217,7 +286,6 @@ pub async fn complete(core: &Core, callback: Callback<'_>) -> Result<String, Sig
         .await?
         .filter(|a| a.kind == KIND_SIGN_IN)
         .ok_or(SignInError::UnknownState)?;
-    let flow_id = attempt.flow_id.clone().ok_or(SignInError::UnknownState)?;
     let now = core.now();
     if attempt.consumed_at.is_some() {
         return Err(SignInError::StateUsed);
@@ -225,6 +293,10 @@ pub async fn complete(core: &Core, callback: Callback<'_>) -> Result<String, Sig
     if attempt.expires_at <= now {
         return Err(SignInError::StateExpired);
     }
+    if let Some(link_hash) = attempt.link_id.clone() {
+        return complete_for_link(core, config, &callback, &attempt, &link_hash).await;
+    }
+    let flow_id = attempt.flow_id.clone().ok_or(SignInError::UnknownState)?;
     // Security: the state is bound to the browser whose flow started sign-in
     // (login CSRF, RFC 9700 §4.7); it is proved before the state is spent.
     let flow = match flows::open(core, &flow_id, callback.browser_secret).await {
@@ -239,6 +311,99 @@ pub async fn complete(core: &Core, callback: Callback<'_>) -> Result<String, Sig
     if !core.store.consume_upstream_attempt(&state_hash, now).await? {
         return Err(SignInError::StateUsed);
     }
+    let (subject, claims) = match verify_callback(core, config, &callback, &attempt).await? {
+        Verified::Refused(notice) => {
+            core.store.set_flow_notice(&flow.row.id, &notice).await?;
+            return Ok(SignedIn {
+                flow_id: flow.row.id,
+                continue_url: String::new(),
+            });
+        }
+        Verified::Subject { subject, claims } => (subject, claims),
+    };
+    let identity = core
+        .store
+        .upsert_identity_by_subject(&secret::random_id("idn_"), &subject, &claims.display_name(), core.now())
+        .await?;
+    if identity.revoked_at.is_some() || identity.kind != "user" {
+        tracing::warn!(target: "gatehouse::security", reason = "sign-in of a revoked identity", identity = %identity.id, "sign-in refused");
+        return Err(SignInError::IdentityRevoked);
+    }
+    // Replaces any earlier choice and discards the connections made for it.
+    flows::set_identity(core, &flow, &identity.id, &identity.kind, callback.remote_addr).await?;
+    audit::record(
+        core,
+        NewAuditEvent {
+            actor: &flows::identity_actor(&identity.id),
+            action: "flow.sign_in",
+            target: &flow.row.id,
+            remote_addr: callback.remote_addr,
+            detail: json!({ "subject": subject }).to_string(),
+        },
+    )
+    .await;
+    Ok(SignedIn {
+        flow_id: flow.row.id,
+        continue_url: String::new(),
+    })
+}
+
+/// The connect-link half of `complete`.
+async fn complete_for_link(
+    core: &Core,
+    config: &SignInConfig,
+    callback: &Callback<'_>,
+    attempt: &AttemptRow,
+    link_hash: &str,
+) -> Result<SignedIn, SignInError> {
+    // Security: SPEC-NOTES §5.4 (phishing rule) and login CSRF (RFC 9700
+    // §4.7), the state is bound to the browser that opened the link (its
+    // connect cookie); it is proved before the state is spent, so a provider
+    // URL or callback forwarded to another browser neither completes nor burns
+    // the person's attempt.
+    let bound = attempt.browser_secret_hash.as_deref().unwrap_or_default();
+    let presented = callback.link_browser_secret.hash();
+    if bound.is_empty()
+        || callback.link_browser_secret.expose().is_empty()
+        || !secret::constant_time_eq(bound.as_bytes(), presented.as_bytes())
+    {
+        tracing::warn!(target: "gatehouse::security", reason = "connect-link sign-in state presented by another browser", "sign-in callback refused");
+        return Err(SignInError::WrongBrowser);
+    }
+    // Invariant: one conditional update in the store consumes the state; one callback wins.
+    if !core.store.consume_upstream_attempt(&attempt.state_hash, core.now()).await? {
+        return Err(SignInError::StateUsed);
+    }
+    let subject = match verify_callback(core, config, callback, attempt).await? {
+        Verified::Refused(notice) => return Err(SignInError::NotSignedIn(notice)),
+        Verified::Subject { subject, .. } => subject,
+    };
+    // The verified subject must be the link's own: `open_signed_in` decides,
+    // and spends the link only then.
+    let (_, continue_url) = connect_links::open_signed_in(core, link_hash, &subject, bound, callback.remote_addr).await?;
+    Ok(SignedIn {
+        flow_id: String::new(),
+        continue_url,
+    })
+}
+
+/// What the provider's answer proved.
+enum Verified {
+    /// The provider answered with an error (the person cancelled): a notice.
+    Refused(String),
+    /// A verified subject (`<issuer>#<sub>`) and the token's claims.
+    Subject { subject: String, claims: IdTokenClaims },
+}
+
+/// The one path from a spent sign-in state to a verified subject: the
+/// provider's issuer (RFC 9207), its error if any, the code exchange (PKCE)
+/// and the ID token's verification (signature, issuer, audience, expiry, nonce).
+async fn verify_callback(
+    core: &Core,
+    config: &SignInConfig,
+    callback: &Callback<'_>,
+    attempt: &AttemptRow,
+) -> Result<Verified, SignInError> {
     let provider = discover(core, &config.issuer).await?;
     // Security: RFC 9207, an `iss` naming another server is a mix-up.
     let iss_wrong = !callback.iss.is_empty() && callback.iss != provider.issuer;
@@ -255,13 +420,12 @@ pub async fn complete(core: &Core, callback: Callback<'_>) -> Result<String, Sig
         } else {
             format!("{} said: {error} ({description})", config.display_name)
         };
-        core.store.set_flow_notice(&flow.row.id, &notice).await?;
-        return Ok(flow.row.id);
+        return Ok(Verified::Refused(notice));
     }
     if callback.code.expose().is_empty() {
         return Err(SignInError::MissingCode);
     }
-    let verifier = core.vault.open_secret(verifier_aad(&state_hash), &attempt.verifier_ct)?;
+    let verifier = core.vault.open_secret(verifier_aad(&attempt.state_hash), &attempt.verifier_ct)?;
     let secret = upstream::read_secret(&config.client_secret_env, &config.client_secret_file)?;
     let method = AuthMethod::choose(secret.is_some(), &provider.token_endpoint_auth_methods_supported).ok_or_else(|| {
         UpstreamError::Config("the provider supports neither client_secret_basic nor client_secret_post".into())
@@ -295,31 +459,9 @@ pub async fn complete(core: &Core, callback: Callback<'_>) -> Result<String, Sig
             return Err(err);
         }
     };
-
     // By this point the subject is verified: signature, issuer, audience, expiry, nonce.
     let subject = format!("{}#{}", provider.issuer, claims.sub);
-    let identity = core
-        .store
-        .upsert_identity_by_subject(&secret::random_id("idn_"), &subject, &claims.display_name(), core.now())
-        .await?;
-    if identity.revoked_at.is_some() || identity.kind != "user" {
-        tracing::warn!(target: "gatehouse::security", reason = "sign-in of a revoked identity", identity = %identity.id, "sign-in refused");
-        return Err(SignInError::IdentityRevoked);
-    }
-    // Replaces any earlier choice and discards the connections made for it.
-    flows::set_identity(core, &flow, &identity.id, &identity.kind, callback.remote_addr).await?;
-    audit::record(
-        core,
-        NewAuditEvent {
-            actor: &flows::identity_actor(&identity.id),
-            action: "flow.sign_in",
-            target: &flow.row.id,
-            remote_addr: callback.remote_addr,
-            detail: json!({ "subject": subject }).to_string(),
-        },
-    )
-    .await;
-    Ok(flow.row.id)
+    Ok(Verified::Subject { subject, claims })
 }
 
 // === Discovery and keys ===

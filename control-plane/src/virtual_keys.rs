@@ -49,10 +49,14 @@ pub async fn create(core: &Core, name: &str) -> Result<(VirtualKeyRow, Secret), 
 
 /// Revokes a key and everything its identity was granted.
 pub async fn revoke(core: &Core, id: &str) -> Result<VirtualKeyRow, VirtualKeyError> {
-    core.store
+    let key = core
+        .store
         .revoke_virtual_key(id, core.now())
         .await?
-        .ok_or_else(|| VirtualKeyError::NotFound(id.to_string()))
+        .ok_or_else(|| VirtualKeyError::NotFound(id.to_string()))?;
+    core.events
+        .publish(crate::events::Invalidation::IdentityRevoked(key.identity_id.clone()));
+    Ok(key)
 }
 
 /// The unrevoked key a presented secret proves, if any.

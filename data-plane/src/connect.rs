@@ -5,6 +5,11 @@
 //! authorization; the page then continues to the upstream. The upstream's
 //! redirect back lands on `/oauth/callback` like any connection.
 //!
+//! A signed-in user's link offers "Sign in with <provider>": the POST then
+//! begins a sign-in bound to the link and to this browser's cookie, the
+//! provider's redirect lands on `/signin/callback`, and only if the verified
+//! account is the link's own does that page continue to the upstream.
+//!
 //! Security (SPEC-NOTES §5.4 phishing rule, C9): a link is bound to the
 //! identity of the grant that asked; the control plane refuses a virtual key
 //! of another identity. The form carries a CSRF token bound to a short-lived
@@ -102,8 +107,10 @@ pub(crate) struct ConnectView {
     pub(crate) display_name: String,
     /// Ask for the identity's virtual key.
     pub(crate) virtual_key: bool,
-    /// The identity is a signed-in user: not offered here yet.
+    /// The identity is a signed-in user: proved by signing in again.
     pub(crate) sign_in: bool,
+    /// The sign-in button's label; empty when sign-in is not configured.
+    pub(crate) sign_in_label: String,
     pub(crate) error: Option<String>,
 }
 
@@ -120,6 +127,7 @@ impl ConnectView {
             },
             virtual_key: proof == ConnectLinkProof::VirtualKey,
             sign_in: matches!(proof, ConnectLinkProof::SignIn | ConnectLinkProof::Unspecified),
+            sign_in_label: link.sign_in_label.clone(),
             error: None,
         }
     }
@@ -192,7 +200,7 @@ pub(crate) async fn post_connect(
         .open_connect_link(OpenConnectLinkRequest {
             link_id: link_id.clone(),
             virtual_key,
-            // Binds the upstream callback to this browser (its cookie).
+            // Binds the upstream (or sign-in) callback to this browser (its cookie).
             browser_secret: secret.clone(),
             remote_addr: peer.ip().to_string(),
             ..Default::default()
@@ -276,6 +284,12 @@ mod tests {
         let html = ConnectView::new("gh_cl_x", "tok".into(), &link(ConnectLinkProof::SignIn))
             .render()
             .unwrap();
-        assert!(!html.contains("<form"));
+        assert!(!html.contains("<form"), "no sign-in configured: no form");
+        let mut signed_in = link(ConnectLinkProof::SignIn);
+        signed_in.sign_in_label = "Sign in with Acme <i>".into();
+        let html = ConnectView::new("gh_cl_x", "tok".into(), &signed_in).render().unwrap();
+        assert!(html.contains(r#"action="/connect/gh_cl_x""#));
+        assert!(html.contains("Sign in with Acme &#60;i&#62;") || html.contains("Sign in with Acme &lt;i&gt;"), "{html}");
+        assert!(!html.contains(r#"name="virtual_key""#));
     }
 }

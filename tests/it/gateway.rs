@@ -915,3 +915,107 @@ async fn an_upstream_url_from_a_connect_link_forwarded_to_another_browser_connec
     assert!(response.to_string().contains("-32042"), "still not connected: {response}");
     fleet.stop().await;
 }
+
+// === Connect links of signed-in users ===
+
+/// Two data planes, `servers`, and the demo upstream `demo` as the OpenID
+/// provider people sign in at.
+async fn fleet_with_sign_in(demo: std::sync::Arc<DemoUpstream>, servers: Vec<McpServer>) -> TestFleet {
+    TestFleet::builder()
+        .data_planes(2)
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = true;
+            config.mcp_servers = servers;
+            config.sign_in = Some(demo.sign_in_config(&config.public_url).unwrap());
+        })
+        .spawn()
+        .await
+}
+
+/// A new client's tokens for the user `account`, signed in at the demo
+/// provider on the identity page; no service connected.
+async fn sign_up_as_user(fleet: &TestFleet, demo: &DemoUpstream, account: &str) -> Tokens {
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let pkce = Pkce::new();
+    let (flow_id, page) = start_flow(fleet, &browser, 0, &client, &pkce).await;
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/identity", fleet.url(1)),
+            &[("csrf", page.csrf().as_str()), ("choice", "user")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let provider_url = crate::support::fleet::continuation_link(&response.text().await.unwrap());
+    let callback = crate::support::fleet::allow_at_demo(&browser, demo.base_url(), &provider_url, account).await;
+    let to = browser.get_raw(&callback.replacen(&fleet.issuer, fleet.url(0), 1)).await;
+    assert_eq!(to.status(), StatusCode::SEE_OTHER);
+    let services = browser.page(&format!("{}/consent/{flow_id}/services", fleet.url(1))).await;
+    let code = approve(fleet, &browser, 1, &client, &flow_id, &services.csrf(), &pkce).await;
+    fleet.exchange_code(0, &client, &code).await
+}
+
+/// Opens `link` in `browser` on data plane `dp`, which offers sign-in; signs
+/// in at the demo provider as `account`; returns the sign-in callback URL
+/// (on data plane `dp`), not yet followed.
+async fn sign_in_at_link(
+    fleet: &TestFleet,
+    browser: &Browser,
+    link: &str,
+    dp: usize,
+    demo: &DemoUpstream,
+    account: &str,
+) -> String {
+    let page = browser.page(&link.replacen(&fleet.issuer, fleet.url(dp), 1)).await;
+    assert!(page.html.contains("Sign in with"), "the page offers sign-in: {}", page.html);
+    let response = submit_link(fleet, browser, link, dp, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let provider_url = crate::support::fleet::continuation_link(&response.text().await.unwrap());
+    assert!(
+        provider_url.starts_with(&format!("{}/authorize?", demo.base_url())) && provider_url.contains("openid"),
+        "{provider_url}"
+    );
+    let callback = crate::support::fleet::allow_at_demo(browser, demo.base_url(), &provider_url, account).await;
+    assert!(callback.starts_with(&format!("{}/signin/callback?", fleet.issuer)), "{callback}");
+    callback.replacen(&fleet.issuer, fleet.url(dp), 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_users_connect_link_needs_the_same_account_signed_in_in_the_same_browser() {
+    let demo = std::sync::Arc::new(demo_upstream().await);
+    let fleet = fleet_with_sign_in(demo.clone(), vec![oauth_service("notes", &demo)]).await;
+    let tokens = sign_up_as_user(&fleet, &demo, "alice").await;
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+    let link = link_in_result(&mcp.call_tool("notes__whoami", json!({})).await);
+    let connections = || async { fleet.control_plane.core().store.list_connections(None, Some("notes")).await.unwrap() };
+
+    // Bob signs in at Alice's link: refused (403), nothing connected, the link not spent.
+    let bob = fleet.browser();
+    let callback = sign_in_at_link(&fleet, &bob, &link, 0, &demo, "bob").await;
+    let refused = bob.get_raw(&callback).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.text().await.unwrap().contains("another account"));
+    assert!(connections().await.is_empty(), "bob's sign-in connected nothing");
+
+    // Alice signs in at the same link. Her callback presented without the
+    // connect cookie, or with another browser's, is refused and spends nothing.
+    let alice = fleet.browser();
+    let callback = sign_in_at_link(&fleet, &alice, &link, 1, &demo, "alice").await;
+    let no_cookie = fleet.browser().get_raw(&callback).await;
+    assert_eq!(no_cookie.status(), StatusCode::FORBIDDEN, "no connect cookie");
+    let elsewhere = bob.get_raw(&callback).await;
+    assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN, "another browser's connect cookie");
+    assert!(connections().await.is_empty());
+
+    // In her own browser: on to the upstream, connected, and the same call works with the same token.
+    let response = alice.get_raw(&callback).await;
+    finish_link_at_demo(&fleet, &alice, response, &demo, "alice", 0).await;
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+    assert_eq!(connections().await.len(), 1);
+
+    // The link was spent, and the sign-in callback works once.
+    let response = alice.get_raw(&link.replacen(&fleet.issuer, fleet.url(0), 1)).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert!(alice.get_raw(&callback).await.status().is_client_error());
+    fleet.stop().await;
+}

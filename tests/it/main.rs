@@ -9,6 +9,7 @@ mod support;
 mod admin;
 mod browser;
 mod cli;
+mod events;
 mod consent_http;
 mod gateway;
 mod grpc_server;

@@ -600,6 +600,7 @@ store_test!(sign_in_makes_a_verified_user_identity, |db| async move {
         error_description: callback.error_description.clone(),
         iss: callback.iss.clone(),
         remote_addr: "192.0.2.9:4000".into(),
+        ..Default::default()
     };
 
     // Another browser cannot finish this sign-in.

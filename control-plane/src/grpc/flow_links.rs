@@ -1,7 +1,8 @@
 //! `FlowService.OpenConnectLink`: a browser opened a connect link that `/mcp`
 //! handed a client (domain: `connect_links`). `grpc/flow.rs` forwards the
 //! trait method here. A preview describes the link; otherwise the person's
-//! proof is checked, the link spent and the upstream authorization begun.
+//! proof is checked, the link spent and the upstream authorization begun
+//! (for a signed-in user's link: the sign-in at the OpenID provider begun).
 
 use tonic::{Code, Request, Response, Status};
 
@@ -19,8 +20,11 @@ impl From<LinkError> for Status {
             LinkError::AlreadyUsed => refusal(Code::FailedPrecondition, ErrorReason::AlreadyUsed, text),
             LinkError::VirtualKeyRequired | LinkError::BrowserRequired => refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, text),
             LinkError::InvalidVirtualKey => refusal(Code::Unauthenticated, ErrorReason::InvalidVirtualKey, text),
-            LinkError::WrongIdentity | LinkError::SignInRequired => refusal(Code::PermissionDenied, ErrorReason::Denied, text),
+            // Security: refusals name no account (neither the link's nor the one signed in).
+            LinkError::WrongIdentity | LinkError::WrongAccount => refusal(Code::PermissionDenied, ErrorReason::Denied, text),
+            LinkError::SignInUnavailable => refusal(Code::FailedPrecondition, ErrorReason::Denied, text),
             LinkError::Connect(e) => e.into(),
+            LinkError::SignIn(e) => (*e).into(),
             LinkError::Store(e) => e.into(),
         }
     }
@@ -37,6 +41,7 @@ fn response(view: LinkView, authorization_url: String) -> pb::OpenConnectLinkRes
             Proof::SignIn => pb::ConnectLinkProof::SignIn,
         } as i32,
         expires_at: view.expires_at,
+        sign_in_label: view.sign_in_label,
     }
 }
 

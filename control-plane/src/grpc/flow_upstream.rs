@@ -86,7 +86,8 @@ impl super::flow::Flow {
         let state = Secret::new(request.state);
         let code = Secret::new(request.code);
         let browser_secret = Secret::new(request.browser_secret);
-        let flow_id = sign_in::complete(
+        let link_browser_secret = Secret::new(request.link_browser_secret);
+        let signed_in = sign_in::complete(
             &self.core,
             sign_in::Callback {
                 state: &state,
@@ -95,11 +96,15 @@ impl super::flow::Flow {
                 error_description: &request.error_description,
                 iss: &request.iss,
                 browser_secret: &browser_secret,
+                link_browser_secret: &link_browser_secret,
                 remote_addr: &request.remote_addr,
             },
         )
         .await?;
-        Ok(Response::new(pb::CompleteSignInResponse { flow_id }))
+        Ok(Response::new(pb::CompleteSignInResponse {
+            flow_id: signed_in.flow_id,
+            continue_url: signed_in.continue_url,
+        }))
     }
 }
 
@@ -159,6 +164,8 @@ impl From<SignInError> for Status {
             SignInError::StateUsed => refusal(Code::FailedPrecondition, ErrorReason::AlreadyUsed, text),
             SignInError::WrongBrowser => refusal(Code::PermissionDenied, ErrorReason::WrongBrowser, text),
             SignInError::IdToken(_) | SignInError::IdentityRevoked => refusal(Code::PermissionDenied, ErrorReason::Denied, text),
+            SignInError::NotSignedIn(_) => refusal(Code::FailedPrecondition, ErrorReason::Denied, text),
+            SignInError::Link(e) => e.into(),
             SignInError::Provider(UpstreamError::InvalidGrant) => refusal(Code::InvalidArgument, ErrorReason::InvalidGrant, text),
             SignInError::Provider(e) => upstream_status("the sign-in provider", e),
             SignInError::Store(e) => e.into(),

@@ -183,4 +183,12 @@ impl TokenService for Token {
         require_data_plane(&request)?;
         self.gateway_list_services(request).await
     }
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<super::token_gateway::EventStream>, Status> {
+        require_data_plane(&request)?;
+        Ok(Response::new(self.gateway_watch_events(request)))
+    }
 }

@@ -8,7 +8,10 @@ use tonic::{Code, Request, Response, Status};
 use super::admin::server_to_pb;
 use super::status::refusal;
 use super::token::Token;
+use tokio_stream::StreamExt as _;
+
 use crate::credentials::{self, Credential, CredentialError};
+use crate::events::Invalidation;
 use crate::mcp_servers::AuthMode;
 use crate::pb::{self, ErrorReason};
 use crate::{Core, connect_links};
@@ -122,3 +125,36 @@ impl Token {
         }))
     }
 }
+
+// === Invalidation events ===
+
+fn event_to_pb(event: Invalidation) -> pb::Event {
+    use pb::event::Kind;
+    let kind = match event {
+        Invalidation::GrantRevoked(grant_id) => Kind::GrantRevoked(grant_id),
+        Invalidation::IdentityRevoked(identity_id) => Kind::IdentityRevoked(identity_id),
+        Invalidation::ConnectionChanged { identity_id, service } => Kind::ConnectionChanged(pb::ConnectionChanged { identity_id, service }),
+        Invalidation::ServicesChanged => Kind::ServicesChanged(true),
+    };
+    pb::Event { kind: Some(kind) }
+}
+
+impl Token {
+    pub(super) fn gateway_watch_events(&self, request: Request<pb::WatchEventsRequest>) -> EventStream {
+        let subscriber = request.into_inner().subscriber;
+        tracing::debug!(target: "gatehouse::events", subscriber, "a data plane subscribed to invalidation events");
+        let receiver = self.core.events.subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(receiver).map(|item| match item {
+            Ok(event) => Ok(event_to_pb(event)),
+            // Order: a subscriber that fell behind loses events it can never
+            // get back; ending its stream makes it reconnect and drop its caches.
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => Err(Status::aborted(format!(
+                "the subscriber fell {missed} events behind; subscribe again"
+            ))),
+        });
+        Box::pin(stream)
+    }
+}
+
+/// The stream type of `WatchEvents`.
+pub(super) type EventStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Event, Status>> + Send + 'static>>;

@@ -181,3 +181,71 @@ mod tests {
         assert!(!format!("{cookie:?}").contains("bs_secret"));
     }
 }
+
+/// Properties of the flow cookie over generated input (SECURITY.md): what is
+/// set reads back as itself, garbage never panics, and what is read is always
+/// a well-formed pair.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One part of a cookie value: visible ASCII without `~ " , ; \`.
+    fn part() -> impl Strategy<Value = String> {
+        let safe: Vec<char> = ('!'..='~').filter(|c| !matches!(c, '~' | '"' | ',' | ';' | '\\')).collect();
+        prop::collection::vec(prop::sample::select(safe), 1..64).prop_map(String::from_iter)
+    }
+
+    fn issuer() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["http://127.0.0.1:8080", "https://gw.example.com", "HTTPS://GW.example.com"])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn a_set_cookie_reads_back_as_itself_among_other_cookies(
+            flow_id in part(),
+            browser_secret in part(),
+            public_url in issuer(),
+            before in "([a-z]{1,5}=[a-z0-9]{0,5}; ){0,2}",
+        ) {
+            let set = set_cookie(public_url, &flow_id, &browser_secret).expect("safe parts make a cookie");
+            let set = set.to_str().expect("ASCII");
+            let pair = set.split(';').next().expect("name=value");
+            let expected = format!("{}={flow_id}~{browser_secret}", name(public_url));
+            prop_assert_eq!(pair, expected);
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, HeaderValue::from_str(&format!("{before}{pair}; theme=dark")).unwrap());
+            let cookie = from_headers(&headers, public_url).expect("the cookie is found");
+            prop_assert_eq!(cookie, FlowCookie { flow_id, browser_secret });
+        }
+
+        #[test]
+        fn set_cookie_never_lets_a_value_add_attributes(flow_id in any::<String>(), browser_secret in any::<String>(), public_url in issuer()) {
+            if let Some(set) = set_cookie(public_url, &flow_id, &browser_secret) {
+                let set = set.to_str().expect("ASCII");
+                let secure = if public_url.to_ascii_lowercase().starts_with("https") { "; Secure" } else { "" };
+                let expected =
+                    format!("{}={flow_id}~{browser_secret}; HttpOnly; SameSite=Lax; Path=/; Max-Age=900{secure}", name(public_url));
+                prop_assert_eq!(set, expected);
+            }
+        }
+
+        #[test]
+        fn any_cookie_header_reads_as_a_well_formed_cookie_or_none(raw in prop::collection::vec(any::<u8>(), 0..200), named in any::<bool>()) {
+            let mut bytes = if named { b"gatehouse-flow=".to_vec() } else { Vec::new() };
+            bytes.extend_from_slice(&raw);
+            let Ok(value) = HeaderValue::from_bytes(&bytes) else { return Ok(()) };
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, value);
+            if let Some(cookie) = from_headers(&headers, "http://gw") {
+                prop_assert!(is_cookie_safe(&cookie.flow_id) && is_cookie_safe(&cookie.browser_secret));
+                let text = String::from_utf8_lossy(&bytes);
+                let pair = format!("{}~{}", cookie.flow_id, cookie.browser_secret);
+                prop_assert!(text.contains(&pair));
+            }
+        }
+    }
+}

@@ -59,3 +59,42 @@ mod tests {
         assert!(!verify("bs_secret", "flw_1", Some(&other_flow)));
     }
 }
+
+/// Properties of the CSRF token over generated input (SECURITY.md).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_token_verifies_and_is_43_base64url_characters(browser_secret in any::<String>(), flow_id in any::<String>()) {
+            let token = token(&browser_secret, &flow_id);
+            prop_assert_eq!(token.len(), 43);
+            prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            prop_assert!(verify(&browser_secret, &flow_id, Some(&token)));
+        }
+
+        #[test]
+        fn any_other_presented_value_fails(browser_secret in any::<String>(), flow_id in any::<String>(), presented in any::<String>()) {
+            let token = token(&browser_secret, &flow_id);
+            prop_assume!(presented != token);
+            prop_assert!(!verify(&browser_secret, &flow_id, Some(&presented)));
+        }
+
+        #[test]
+        fn another_flow_or_browser_gets_another_token(
+            browser_secret in any::<String>(),
+            flow_id in any::<String>(),
+            other in any::<String>(),
+        ) {
+            prop_assume!(other != flow_id && other != browser_secret);
+            let token = token(&browser_secret, &flow_id);
+            prop_assert!(!verify(&browser_secret, &other, Some(&token)), "another flow");
+            prop_assert!(!verify(&other, &flow_id, Some(&token)), "another browser");
+        }
+    }
+}

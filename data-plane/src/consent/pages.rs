@@ -328,7 +328,8 @@ fn callback_params(query: Option<String>) -> Result<Params, PageError> {
     Params::parse(query.unwrap_or_default().as_bytes(), &[]).map_err(|dup| PageError::bad_request(dup.to_string()))
 }
 
-/// `GET /signin/callback`: the sign-in provider's redirect back.
+/// `GET /signin/callback`: the sign-in provider's redirect back, for a flow's
+/// identity page or for a connect link of a signed-in user.
 pub(crate) async fn get_signin_callback(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -336,18 +337,24 @@ pub(crate) async fn get_signin_callback(
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let params = callback_params(query)?;
-    // Security: the flow cookie binds the sign-in to the browser that began it;
-    // the control plane checks it together with the single-use state.
-    let cookie =
-        cookie::from_headers(&headers, &state.config.public_url).ok_or_else(|| PageError::new(PageErrorKind::NoFlowCookie))?;
+    // Security: the flow cookie (identity page) or the connect cookie (connect
+    // link, SPEC-NOTES §5.4 phishing rule) binds the sign-in to the browser
+    // that began it; the control plane checks the one its attempt is bound to,
+    // together with the single-use state. Without either, nothing is sent.
+    let cookie = cookie::from_headers(&headers, &state.config.public_url);
+    let link_secret = crate::connect::cookie_secret(&headers, &state.config.public_url);
+    if cookie.is_none() && link_secret.is_none() {
+        return Err(PageError::new(PageErrorKind::NoFlowCookie));
+    }
     let request = CompleteSignInRequest {
-        browser_secret: cookie.browser_secret.clone(),
+        browser_secret: cookie.as_ref().map(|c| c.browser_secret.clone()).unwrap_or_default(),
         state: params.value("state"),
         code: params.value("code"),
         error: params.value("error"),
         error_description: params.value("error_description"),
         iss: params.value("iss"),
         remote_addr: peer.ip().to_string(),
+        link_browser_secret: link_secret.unwrap_or_default(),
     };
     let done = state
         .cp
@@ -355,7 +362,20 @@ pub(crate) async fn get_signin_callback(
         .complete_sign_in(request)
         .await
         .cp("CompleteSignIn")
-        .map_err(|err| PageError::from(err).in_flow(&cookie.flow_id))?;
+        .map_err(|err| match &cookie {
+            Some(cookie) => PageError::from(err).in_flow(&cookie.flow_id),
+            None => PageError::from(err),
+        })?;
+    if !done.continue_url.is_empty() {
+        // A connect link: the signed-in user is the link's own; on to the upstream.
+        return match RedirectView::new(done.continue_url) {
+            Some(view) => Ok(view.into_page().into_response()),
+            None => {
+                tracing::error!(target: "gatehouse::consent", "the control plane returned an upstream URL that is not http(s)");
+                Err(PageError::from(CpError::Internal))
+            }
+        };
+    }
     if !is_flow_id(&done.flow_id) {
         return Err(PageError::from(CpError::Internal));
     }

@@ -97,3 +97,26 @@ mod tests {
         assert!(!request.has_state);
     }
 }
+
+/// Properties of the authorization-request parser over generated input (SECURITY.md).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_query_is_parsed_or_refused_with_a_page(query in prop_oneof![
+            any::<String>(),
+            "((client_id|redirect_uri|state|resource|scope|code_challenge)=[a-z%0-9+&=]{0,8}&?){0,6}",
+        ]) {
+            if let Ok(request) = parse_request(&query, String::new()) {
+                prop_assert_eq!(request.has_state, query.split('&').any(|p| p.split('=').next() == Some("state")));
+                prop_assert!(request.resources.iter().all(|r| !r.is_empty()));
+            }
+        }
+    }
+}

@@ -113,3 +113,41 @@ mod tests {
         assert!(!printed.contains("secret-code-value"));
     }
 }
+
+/// Properties of the parameter parser over generated input (SECURITY.md).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn encoded_parameters_read_back_as_sent(params in prop::collection::btree_map(any::<String>(), any::<String>(), 0..6)) {
+            let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&params).finish();
+            let parsed = Params::parse(encoded.as_bytes(), &[]).expect("unique names");
+            for (name, value) in &params {
+                prop_assert_eq!(parsed.get(name), Some(value.as_str()));
+            }
+        }
+
+        #[test]
+        fn a_name_sent_twice_is_refused_unless_it_may_repeat(name in "[a-z_]{1,10}", first in any::<String>(), second in any::<String>()) {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair(&name, &first)
+                .append_pair(&name, &second)
+                .finish();
+            prop_assert_eq!(Params::parse(encoded.as_bytes(), &[]).unwrap_err(), DuplicateParam(name.clone()));
+            let repeated = Params::parse(encoded.as_bytes(), &[name.as_str()]).expect("may repeat");
+            let expected: Vec<String> = [first, second].into_iter().filter(|v| !v.is_empty()).collect();
+            prop_assert_eq!(repeated.all(&name), expected);
+        }
+
+        #[test]
+        fn any_bytes_parse_or_are_refused_without_panicking(input in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Params::parse(&input, &["resource"]);
+        }
+    }
+}

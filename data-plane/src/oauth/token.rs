@@ -320,3 +320,68 @@ mod tests {
         assert_eq!(response.headers()[header::PRAGMA], "no-cache");
     }
 }
+
+/// Properties of client authentication parsing over generated input (SECURITY.md).
+#[cfg(test)]
+mod properties {
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn form_urlencode(value: &str) -> String {
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn basic_credentials_read_back_as_encoded(id in any::<String>(), secret in any::<String>(), padded in any::<bool>()) {
+            prop_assume!(!id.is_empty());
+            let raw = format!("{}:{}", form_urlencode(&id), form_urlencode(&secret));
+            let encoded = if padded { STANDARD.encode(raw) } else { STANDARD_NO_PAD.encode(raw) };
+            prop_assert_eq!(parse_basic(&encoded), Some((id, secret)));
+        }
+
+        #[test]
+        fn any_basic_credentials_parse_or_are_refused(credentials in prop_oneof![any::<String>(), "[A-Za-z0-9+/=]{0,40}"]) {
+            if let Some((id, _)) = parse_basic(&credentials) {
+                prop_assert!(!id.is_empty());
+            }
+        }
+
+        #[test]
+        fn form_decoding_accepts_only_well_formed_escapes(value in prop_oneof![any::<String>(), "[a-z%+0-9A-F-]{0,12}"]) {
+            if let Some(decoded) = form_decode(&value) {
+                let bytes = value.as_bytes();
+                for (i, _) in value.match_indices('%') {
+                    prop_assert!(
+                        bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)),
+                        "{:?} decoded to {:?} despite a broken escape", value, decoded
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn a_request_never_authenticates_two_ways(
+            authorization in prop::option::of(prop_oneof![any::<String>(), "Basic [A-Za-z0-9+/=]{0,24}"]),
+            body in "((client_id|client_secret|grant_type)=[a-z0-9%]{0,6}&?){0,4}",
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = authorization.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+                headers.insert(header::AUTHORIZATION, value);
+            }
+            let Ok(form) = parse_form(body.as_bytes()) else { return Ok(()) };
+            if let Ok(client) = client_authentication(&headers, &form, String::new()) {
+                prop_assert!(!client.client_id.is_empty());
+                if client.used_basic {
+                    prop_assert!(form.value("client_secret").is_empty(), "Basic and a body secret");
+                } else {
+                    prop_assert!(headers.get(header::AUTHORIZATION).is_none());
+                }
+            }
+        }
+    }
+}
