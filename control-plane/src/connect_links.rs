@@ -128,11 +128,7 @@ impl Live {
 
 /// The live link of hash `link_hash`, its service (per-user OAuth) and the proof its identity needs.
 async fn live_link(core: &Core, link_hash: &str) -> Result<Live, LinkError> {
-    let row = core
-        .store
-        .get_connect_link(link_hash)
-        .await?
-        .ok_or(LinkError::NotFound)?;
+    let row = core.store.get_connect_link(link_hash).await?.ok_or(LinkError::NotFound)?;
     if row.used_at.is_some() {
         return Err(LinkError::AlreadyUsed);
     }

@@ -425,7 +425,9 @@ async fn verify_callback(
     if callback.code.expose().is_empty() {
         return Err(SignInError::MissingCode);
     }
-    let verifier = core.vault.open_secret(verifier_aad(&attempt.state_hash), &attempt.verifier_ct)?;
+    let verifier = core
+        .vault
+        .open_secret(verifier_aad(&attempt.state_hash), &attempt.verifier_ct)?;
     let secret = upstream::read_secret(&config.client_secret_env, &config.client_secret_file)?;
     let method = AuthMethod::choose(secret.is_some(), &provider.token_endpoint_auth_methods_supported).ok_or_else(|| {
         UpstreamError::Config("the provider supports neither client_secret_basic nor client_secret_post".into())

@@ -289,7 +289,10 @@ mod tests {
         signed_in.sign_in_label = "Sign in with Acme <i>".into();
         let html = ConnectView::new("gh_cl_x", "tok".into(), &signed_in).render().unwrap();
         assert!(html.contains(r#"action="/connect/gh_cl_x""#));
-        assert!(html.contains("Sign in with Acme &#60;i&#62;") || html.contains("Sign in with Acme &lt;i&gt;"), "{html}");
+        assert!(
+            html.contains("Sign in with Acme &#60;i&#62;") || html.contains("Sign in with Acme &lt;i&gt;"),
+            "{html}"
+        );
         assert!(!html.contains(r#"name="virtual_key""#));
     }
 }

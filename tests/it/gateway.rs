@@ -412,7 +412,13 @@ async fn an_upstream_that_refuses_even_a_refreshed_token_marks_the_connection_fo
     demo.refuse_mcp_tokens(true);
     let link = link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
     assert_eq!(demo.stats().refreshes(), 1, "one refresh, then no second one");
-    let connections = fleet.control_plane.core().store.list_connections(None, Some("notes")).await.unwrap();
+    let connections = fleet
+        .control_plane
+        .core()
+        .store
+        .list_connections(None, Some("notes"))
+        .await
+        .unwrap();
     assert_eq!(connections[0].status, "needs_reauth");
     // The next call asks for the link straight away, with no refresh.
     link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
@@ -906,9 +912,20 @@ async fn an_upstream_url_from_a_connect_link_forwarded_to_another_browser_connec
     let victim = fleet.browser();
     let callback = crate::support::fleet::allow_at_demo(&victim, demo.base_url(), &upstream_url, "victim").await;
     let refused = victim.get_raw(&callback.replacen(&fleet.issuer, fleet.url(1), 1)).await;
-    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "the callback needs the browser that opened the link");
+    assert_eq!(
+        refused.status(),
+        StatusCode::FORBIDDEN,
+        "the callback needs the browser that opened the link"
+    );
     assert!(
-        fleet.control_plane.core().store.list_connections(None, Some("notes")).await.unwrap().is_empty(),
+        fleet
+            .control_plane
+            .core()
+            .store
+            .list_connections(None, Some("notes"))
+            .await
+            .unwrap()
+            .is_empty(),
         "the victim's account landed nowhere"
     );
     let response = mcp.call_tool("notes__whoami", json!({})).await;
@@ -976,7 +993,10 @@ async fn sign_in_at_link(
         "{provider_url}"
     );
     let callback = crate::support::fleet::allow_at_demo(browser, demo.base_url(), &provider_url, account).await;
-    assert!(callback.starts_with(&format!("{}/signin/callback?", fleet.issuer)), "{callback}");
+    assert!(
+        callback.starts_with(&format!("{}/signin/callback?", fleet.issuer)),
+        "{callback}"
+    );
     callback.replacen(&fleet.issuer, fleet.url(dp), 1)
 }
 
@@ -987,7 +1007,15 @@ async fn a_signed_in_users_connect_link_needs_the_same_account_signed_in_in_the_
     let tokens = sign_up_as_user(&fleet, &demo, "alice").await;
     let mcp = McpClient::new(&fleet, &tokens.access_token);
     let link = link_in_result(&mcp.call_tool("notes__whoami", json!({})).await);
-    let connections = || async { fleet.control_plane.core().store.list_connections(None, Some("notes")).await.unwrap() };
+    let connections = || async {
+        fleet
+            .control_plane
+            .core()
+            .store
+            .list_connections(None, Some("notes"))
+            .await
+            .unwrap()
+    };
 
     // Bob signs in at Alice's link: refused (403), nothing connected, the link not spent.
     let bob = fleet.browser();

@@ -18,7 +18,9 @@ impl From<LinkError> for Status {
             LinkError::NotFound => refusal(Code::NotFound, ErrorReason::NotFound, text),
             LinkError::Expired => refusal(Code::FailedPrecondition, ErrorReason::Expired, text),
             LinkError::AlreadyUsed => refusal(Code::FailedPrecondition, ErrorReason::AlreadyUsed, text),
-            LinkError::VirtualKeyRequired | LinkError::BrowserRequired => refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, text),
+            LinkError::VirtualKeyRequired | LinkError::BrowserRequired => {
+                refusal(Code::InvalidArgument, ErrorReason::InvalidRequest, text)
+            }
             LinkError::InvalidVirtualKey => refusal(Code::Unauthenticated, ErrorReason::InvalidVirtualKey, text),
             // Security: refusals name no account (neither the link's nor the one signed in).
             LinkError::WrongIdentity | LinkError::WrongAccount => refusal(Code::PermissionDenied, ErrorReason::Denied, text),
@@ -58,7 +60,14 @@ impl super::flow::Flow {
         }
         let virtual_key = (!request.virtual_key.trim().is_empty()).then(|| Secret::new(request.virtual_key.trim().to_owned()));
         let browser_secret = Secret::new(request.browser_secret);
-        let (view, url) = connect_links::open(&self.core, &link_id, virtual_key.as_ref(), &browser_secret, &request.remote_addr).await?;
+        let (view, url) = connect_links::open(
+            &self.core,
+            &link_id,
+            virtual_key.as_ref(),
+            &browser_secret,
+            &request.remote_addr,
+        )
+        .await?;
         Ok(Response::new(response(view, url)))
     }
 }
