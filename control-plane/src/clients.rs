@@ -941,14 +941,42 @@ mod properties {
     /// Strings shaped like URIs, with the parts an attacker varies.
     fn uri_like() -> impl Strategy<Value = String> {
         let scheme = prop::sample::select(vec![
-            "http", "https", "HTTP", "HtTpS", "javascript", "JaVaScRiPt", "data", "file", "vbscript", "blob", "about",
-            "cursor", "CURSOR", "vscode", "myapp", "ws", "",
+            "http",
+            "https",
+            "HTTP",
+            "HtTpS",
+            "javascript",
+            "JaVaScRiPt",
+            "data",
+            "file",
+            "vbscript",
+            "blob",
+            "about",
+            "cursor",
+            "CURSOR",
+            "vscode",
+            "myapp",
+            "ws",
+            "",
         ]);
         let separator = prop::sample::select(vec!["://", ":", ":/", ":///", "//"]);
         let userinfo = prop::option::of("[a-z:@%]{0,6}");
         let host = prop::sample::select(vec![
-            "localhost", "LocalHost", "127.0.0.1", "[::1]", "127.0.0.2", "0", "2130706433", "[::ffff:127.0.0.1]",
-            "example.com", "evil.example", "*.example.com", "", "a b", "127.0.0.1.evil.example", "%6cocalhost",
+            "localhost",
+            "LocalHost",
+            "127.0.0.1",
+            "[::1]",
+            "127.0.0.2",
+            "0",
+            "2130706433",
+            "[::ffff:127.0.0.1]",
+            "example.com",
+            "evil.example",
+            "*.example.com",
+            "",
+            "a b",
+            "127.0.0.1.evil.example",
+            "%6cocalhost",
         ]);
         let port = prop::option::of(0u32..70_000);
         let path = "(/[a-zA-Z0-9._%~*:@!$&'()+,;= \t-]{0,8}){0,3}";
@@ -1013,8 +1041,6 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
         #[test]
         fn accepted_redirect_uris_never_run_code_carry_fragments_or_leave_loopback_over_http(raw in any_uri()) {
             let config = ClientsConfig::default();

@@ -638,8 +638,6 @@ mod properties {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
         #[test]
         fn the_response_goes_to_the_redirect_uri_with_state_and_iss_as_sent(
             host in "[a-z]{1,8}\\.example",

@@ -595,7 +595,15 @@ mod properties {
 
     fn resource_like() -> impl Strategy<Value = String> {
         let scheme = prop::sample::select(vec!["http", "https", "HTTPS", "HtTp", "ftp", "javascript", ""]);
-        let host = prop::sample::select(vec!["gw.example.com", "GW.Example.COM", "127.0.0.1", "[::1]", "", "a b", "u@gw"]);
+        let host = prop::sample::select(vec![
+            "gw.example.com",
+            "GW.Example.COM",
+            "127.0.0.1",
+            "[::1]",
+            "",
+            "a b",
+            "u@gw",
+        ]);
         let port = prop::option::of(prop::sample::select(vec![80u32, 443, 8443, 0, 70_000]));
         let path = "(/[a-zA-Z0-9%._~-]{0,6}){0,3}/?";
         let tail = prop::option::of("[?#][a-z=]{0,4}");
@@ -610,8 +618,6 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
         #[test]
         fn pkce_values_are_exactly_rfc_7636s(value in prop_oneof![
             "[A-Za-z0-9._~-]{40,131}",

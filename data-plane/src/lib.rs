@@ -11,6 +11,7 @@ mod consent;
 pub mod cp_client;
 mod health;
 mod layers;
+mod metrics;
 mod mcp;
 mod oauth;
 mod pb;
@@ -120,6 +121,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
+        .route("/metrics", get(metrics::get_metrics))
         .merge(oauth::router())
         .merge(consent::router())
         .merge(connect::router())

@@ -81,9 +81,7 @@ async fn a_revoked_grant_stops_working_on_every_data_plane_at_once() {
     }
     // The client revokes its refresh token: the grant ends (RFC 7009 §2.1).
     let refresh = tokens.refresh_token.clone().expect("a refresh token");
-    let response = fleet
-        .revoke_raw(1, &[("token", refresh.as_str())], &client.auth())
-        .await;
+    let response = fleet.revoke_raw(1, &[("token", refresh.as_str())], &client.auth()).await;
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     for dp in 0..2 {
         assert!(

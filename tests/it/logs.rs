@@ -49,7 +49,13 @@ async fn json_of(response: reqwest::Response) -> Value {
 }
 
 /// A flow on `browser` up to its services page: (flow id, CSRF token).
-async fn open_flow(secrets: &mut Secrets, base: &str, browser: &Browser, client: &RegisteredClient, pkce: &Pkce) -> (String, String) {
+async fn open_flow(
+    secrets: &mut Secrets,
+    base: &str,
+    browser: &Browser,
+    client: &RegisteredClient,
+    pkce: &Pkce,
+) -> (String, String) {
     let flow_id = browser.authorize(base, &authorize_params(client, pkce, STATE)).await;
     let cookie = browser.cookie("gatehouse-flow").expect("flow cookie");
     secrets.add("browser secret (flow cookie)", cookie.split_once('~').expect("id~secret").1);
@@ -71,7 +77,13 @@ async fn approve(secrets: &mut Secrets, base: &str, browser: &Browser, flow_id: 
 }
 
 /// `POST /token` with `form`; Basic credentials when given. Returns (access, refresh).
-async fn token(secrets: &mut Secrets, http: &reqwest::Client, base: &str, form: &[(&str, &str)], basic: Option<&str>) -> (String, String) {
+async fn token(
+    secrets: &mut Secrets,
+    http: &reqwest::Client,
+    base: &str,
+    form: &[(&str, &str)],
+    basic: Option<&str>,
+) -> (String, String) {
     let mut request = http.post(format!("{base}/token")).form(form);
     if let Some(basic) = basic {
         request = request.header(header::AUTHORIZATION, basic);
@@ -180,7 +192,10 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         .expect("/mcp");
     assert_eq!(response.status(), StatusCode::OK, "tools/list through the gateway");
     let tools = response.text().await.unwrap();
-    assert!(tools.contains("demo__"), "the demo's tools are listed, so its token was used: {tools}");
+    assert!(
+        tools.contains("demo__"),
+        "the demo's tools are listed, so its token was used: {tools}"
+    );
     let (_, rotated_refresh) = token(
         &mut secrets,
         &http,
@@ -239,14 +254,22 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     let response = browser
         .post_raw(
             &identity_url,
-            &[("csrf", csrf.as_str()), ("choice", "virtual_key"), ("virtual_key", typo.as_str())],
+            &[
+                ("csrf", csrf.as_str()),
+                ("choice", "virtual_key"),
+                ("virtual_key", typo.as_str()),
+            ],
         )
         .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     browser
         .post_see_other(
             &identity_url,
-            &[("csrf", csrf.as_str()), ("choice", "virtual_key"), ("virtual_key", key.as_str())],
+            &[
+                ("csrf", csrf.as_str()),
+                ("choice", "virtual_key"),
+                ("virtual_key", key.as_str()),
+            ],
         )
         .await;
     let code = approve(&mut secrets, &base, &browser, &flow_id, &csrf).await;
@@ -269,7 +292,10 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     secrets.add("wrong client secret", wrong_secret.clone());
     let response = http
         .post(format!("{base}/token"))
-        .header(header::AUTHORIZATION, basic_authorization(&confidential.client_id, &wrong_secret))
+        .header(
+            header::AUTHORIZATION,
+            basic_authorization(&confidential.client_id, &wrong_secret),
+        )
         .form(&[("grant_type", "refresh_token"), ("refresh_token", "gh_rt_x")])
         .send()
         .await
@@ -277,7 +303,6 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     let log = up.stop();
-    std::fs::write("/tmp/gh-trace.log", &log).unwrap();
 
     // What only the vault knows: the upstream's tokens, Gatehouse's client secret
     // there, and the PKCE verifier Gatehouse sent it; and the vault key itself.
@@ -298,7 +323,10 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     assert_eq!(rows.len(), 1, "the demo connection");
     for row in rows {
         let id: String = row.get(0);
-        let owner = connections::owner(row.get::<Option<String>, _>(1).as_deref(), row.get::<Option<String>, _>(2).as_deref());
+        let owner = connections::owner(
+            row.get::<Option<String>, _>(1).as_deref(),
+            row.get::<Option<String>, _>(2).as_deref(),
+        );
         let service: String = row.get(3);
         let open = |field, blob: &[u8]| {
             vault

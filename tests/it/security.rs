@@ -89,7 +89,10 @@ async fn upstream_callback(fleet: &TestFleet, browser: &Browser, demo: &DemoUpst
     assert_eq!(response.status(), StatusCode::OK, "Connect answers the continuation page");
     let upstream_url = continuation_link(&response.text().await.unwrap());
     let callback = allow_at_demo(browser, demo.base_url(), &upstream_url, "alice").await;
-    assert!(callback.starts_with(&format!("{}/oauth/callback?", fleet.issuer)), "{callback}");
+    assert!(
+        callback.starts_with(&format!("{}/oauth/callback?", fleet.issuer)),
+        "{callback}"
+    );
     callback
 }
 
@@ -115,9 +118,14 @@ async fn assert_redirect_uris_refused(fleet: &TestFleet, client: &RegisteredClie
     let params = authorize_params(client, &Pkce::new(), STATE);
     let before = snapshot(fleet.db()).await;
     for (case, uri) in cases {
-        let response = browser.authorize_raw(fleet.url(0), &with(&params, "redirect_uri", Some(uri))).await;
+        let response = browser
+            .authorize_raw(fleet.url(0), &with(&params, "redirect_uri", Some(uri)))
+            .await;
         let html = assert_refusal_page(response, StatusCode::BAD_REQUEST, case).await;
-        assert!(!html.contains(&format!("href=\"{uri}")), "{case}: the page does not link the URI");
+        assert!(
+            !html.contains(&format!("href=\"{uri}")),
+            "{case}: the page does not link the URI"
+        );
     }
     before.assert_unchanged(&snapshot(fleet.db()).await, "refused redirect URIs");
     assert!(browser.cookie("gatehouse-flow").is_none(), "no flow was opened");
@@ -132,7 +140,10 @@ async fn open_redirect_through_an_unregistered_redirect_uri_gets_an_error_page()
         &client,
         &[
             ("an attacker's https URI", "https://evil.example/callback"),
-            ("an attacker's URI with the registered path", "https://evil.example:33418/callback"),
+            (
+                "an attacker's URI with the registered path",
+                "https://evil.example:33418/callback",
+            ),
             ("a javascript: URI", "javascript:alert(document.domain)"),
             ("a data: URI", "data:text/html,<script>alert(1)</script>"),
             ("a protocol-relative URI", "//evil.example/callback"),
@@ -191,7 +202,10 @@ async fn open_redirect_through_a_loopback_uri_on_another_host_gets_an_error_page
             ("localhost for 127.0.0.1", "http://localhost:33418/callback"),
             ("[::1] for 127.0.0.1", "http://[::1]:33418/callback"),
             ("another loopback address", "http://127.0.0.2:33418/callback"),
-            ("a name starting like the address", "http://127.0.0.1.evil.example:33418/callback"),
+            (
+                "a name starting like the address",
+                "http://127.0.0.1.evil.example:33418/callback",
+            ),
             ("another host on a varied port", "http://evil.example:40000/callback"),
             ("https on the loopback host", "https://127.0.0.1:33418/callback"),
             ("a decimal spelling of the address", "http://2130706433:33418/callback"),
@@ -214,7 +228,11 @@ async fn open_redirect_through_an_error_for_an_unknown_client_gets_an_error_page
     let cases = [
         (
             "an unknown client with plain PKCE",
-            with(&with(&unknown, "redirect_uri", Some(evil)), "code_challenge_method", Some("plain")),
+            with(
+                &with(&unknown, "redirect_uri", Some(evil)),
+                "code_challenge_method",
+                Some("plain"),
+            ),
         ),
         (
             "an unknown client with response_type=token",
@@ -230,18 +248,29 @@ async fn open_redirect_through_an_error_for_an_unknown_client_gets_an_error_page
         ),
         (
             "a known client, an unregistered URI and plain PKCE",
-            with(&with(&good, "redirect_uri", Some(evil)), "code_challenge_method", Some("plain")),
+            with(
+                &with(&good, "redirect_uri", Some(evil)),
+                "code_challenge_method",
+                Some("plain"),
+            ),
         ),
         (
             "a known client, an unregistered URI and a foreign resource",
-            with(&with(&good, "redirect_uri", Some(evil)), "resource", Some("https://evil.example/mcp")),
+            with(
+                &with(&good, "redirect_uri", Some(evil)),
+                "resource",
+                Some("https://evil.example/mcp"),
+            ),
         ),
     ];
     let before = snapshot(fleet.db()).await;
     for (case, params) in cases {
         let response = browser.authorize_raw(fleet.url(0), &params).await;
         let html = assert_refusal_page(response, StatusCode::BAD_REQUEST, case).await;
-        assert!(!html.contains("evil.example"), "{case}: the page does not link the attacker's URI");
+        assert!(
+            !html.contains("evil.example"),
+            "{case}: the page does not link the attacker's URI"
+        );
     }
     before.assert_unchanged(&snapshot(fleet.db()).await, "errors of unverified requests");
     fleet.stop().await;
@@ -285,7 +314,7 @@ async fn open_redirect_through_deny_goes_only_to_the_registered_redirect_uri() {
     assert_eq!(query["error"], ["access_denied"]);
     assert_eq!(query["error_description"], ["the request was denied"]);
     assert_eq!(query["state"], [state], "the state comes back as one value");
-    assert_eq!(query["iss"], [fleet.issuer.clone()]);
+    assert_eq!(query["iss"], [fleet.issuer.as_str()]);
     assert_eq!(count(fleet.db(), "auth_codes").await, 0, "deny issues no code");
     fleet.stop().await;
 }
@@ -306,7 +335,7 @@ async fn assert_pkce_refused(fleet: &TestFleet, client: &RegisteredClient, cases
         let query = query_of(&to);
         assert_eq!(query["error"], ["invalid_request"], "{case}: {to}");
         assert_eq!(query["state"], [STATE], "{case}");
-        assert_eq!(query["iss"], [fleet.issuer.clone()], "{case}");
+        assert_eq!(query["iss"], [fleet.issuer.as_str()], "{case}");
         assert!(!query.contains_key("code"), "{case}");
     }
     before.assert_unchanged(&snapshot(fleet.db()).await, "PKCE downgrades");
@@ -386,7 +415,11 @@ async fn csrf_on_every_consent_post_is_refused_with_403_and_changes_nothing() {
     let wrong = String::from_utf8(wrong).unwrap();
 
     let before = snapshot(fleet.db()).await;
-    let upstream_calls = (demo.stats().registrations(), demo.stats().code_exchanges(), demo.stats().revocations());
+    let upstream_calls = (
+        demo.stats().registrations(),
+        demo.stats().code_exchanges(),
+        demo.stats().revocations(),
+    );
     for (action, fields) in [
         ("identity", vec![("choice", "skip")]),
         ("connect", vec![("service", "notes")]),
@@ -413,7 +446,11 @@ async fn csrf_on_every_consent_post_is_refused_with_403_and_changes_nothing() {
     }
     before.assert_unchanged(&snapshot(fleet.db()).await, "forged consent posts");
     assert_eq!(
-        (demo.stats().registrations(), demo.stats().code_exchanges(), demo.stats().revocations()),
+        (
+            demo.stats().registrations(),
+            demo.stats().code_exchanges(),
+            demo.stats().revocations()
+        ),
         upstream_calls,
         "no forged post reached the upstream"
     );
@@ -441,9 +478,16 @@ async fn connect_before_choosing_an_identity_is_out_of_order_and_starts_nothing(
         )
         .await;
     let html = assert_refusal_page(response, StatusCode::CONFLICT, "connect before an identity").await;
-    assert!(html.contains(&format!(r#"href="/consent/{flow_id}""#)), "a link to the right step");
+    assert!(
+        html.contains(&format!(r#"href="/consent/{flow_id}""#)),
+        "a link to the right step"
+    );
     before.assert_unchanged(&snapshot(fleet.db()).await, "connect before an identity");
-    assert_eq!(count(fleet.db(), "upstream_attempts").await, 0, "no upstream state was created");
+    assert_eq!(
+        count(fleet.db(), "upstream_attempts").await,
+        0,
+        "no upstream state was created"
+    );
     assert_eq!(demo.stats().registrations(), 0, "the upstream was not contacted");
     // The flow goes on at its real step.
     skip(&fleet, &browser, 0, &flow_id, &identity.csrf()).await;
@@ -511,7 +555,11 @@ async fn a_replayed_upstream_state_at_the_callback_is_refused() {
     let response = browser.get_raw(&callback).await;
     assert_refusal_page(response, StatusCode::CONFLICT, "the same state again").await;
     before.assert_unchanged(&snapshot(fleet.db()).await, "a replayed state");
-    assert_eq!(demo.stats().code_exchanges(), 1, "the replayed code never reached the upstream");
+    assert_eq!(
+        demo.stats().code_exchanges(),
+        1,
+        "the replayed code never reached the upstream"
+    );
     fleet.stop().await;
 }
 
@@ -566,12 +614,20 @@ async fn mix_up_an_iss_from_another_issuer_at_the_callback_is_refused() {
         ("no iss from a server that promises it", None),
     ] {
         let callback = upstream_callback(&fleet, &browser, &demo, &flow_id, &csrf).await;
-        assert_eq!(query_of(&callback)["iss"], [demo.base_url()], "the honest callback names the demo");
+        assert_eq!(
+            query_of(&callback)["iss"],
+            [demo.base_url()],
+            "the honest callback names the demo"
+        );
         let response = browser.get_raw(&with_query(&callback, "iss", iss)).await;
         let html = assert_refusal_page(response, StatusCode::BAD_REQUEST, case).await;
         assert!(html.contains("names another issuer"), "{case}: the page says why: {html}");
         assert_eq!(count(fleet.db(), "connections").await, 0, "{case}: no connection");
-        assert_eq!(demo.stats().code_exchanges(), 0, "{case}: the code was not sent to any token endpoint");
+        assert_eq!(
+            demo.stats().code_exchanges(),
+            0,
+            "{case}: the code was not sent to any token endpoint"
+        );
         // Security: the state is spent by the refusal, so the honest response
         // cannot be replayed after a mix-up was seen.
         let response = browser.get_raw(&callback).await;
@@ -656,13 +712,23 @@ async fn ssrf_through_a_metadata_document_on_loopback_is_refused_when_loopback_i
     let port = docs.base.rsplit(':').next().unwrap().to_owned();
     for (url, why) in [
         (docs.url("/client.json"), "must be https"),
-        (format!("https://127.0.0.1:{port}/client.json"), "loopback addresses are refused"),
-        (format!("https://localhost:{port}/client.json"), "loopback addresses are refused"),
+        (
+            format!("https://127.0.0.1:{port}/client.json"),
+            "loopback addresses are refused",
+        ),
+        (
+            format!("https://localhost:{port}/client.json"),
+            "loopback addresses are refused",
+        ),
         (format!("https://[::1]:{port}/client.json"), "loopback addresses are refused"),
     ] {
         assert_metadata_document_refused(&fleet, &url, why, Duration::from_secs(2)).await;
     }
-    assert!(docs.requests().is_empty(), "nothing reached the server: {:?}", docs.requests());
+    assert!(
+        docs.requests().is_empty(),
+        "nothing reached the server: {:?}",
+        docs.requests()
+    );
     fleet.stop().await;
 }
 
@@ -735,14 +801,19 @@ async fn assert_discovery_refused(authorization_server: &'static str, why: &str)
         .await;
     let html = assert_refusal_page(response, StatusCode::BAD_GATEWAY, authorization_server).await;
     assert!(started.elapsed() < Duration::from_secs(2), "refused before any connection");
-    assert!(html.contains(why), "{authorization_server}: the page says why ({why}): {html}");
+    assert!(
+        html.contains(why),
+        "{authorization_server}: the page says why ({why}): {html}"
+    );
     assert!(
         html.contains(&format!(r#"href="/consent/{flow_id}""#)),
         "a way back to the flow"
     );
     before.assert_unchanged(&snapshot(fleet.db()).await, authorization_server);
     assert!(
-        mcp.requests().iter().all(|p| p.starts_with("/.well-known/oauth-protected-resource")),
+        mcp.requests()
+            .iter()
+            .all(|p| p.starts_with("/.well-known/oauth-protected-resource")),
         "only the protected-resource metadata was fetched: {:?}",
         mcp.requests()
     );

@@ -198,12 +198,14 @@ mod properties {
     }
 
     fn issuer() -> impl Strategy<Value = &'static str> {
-        prop::sample::select(vec!["http://127.0.0.1:8080", "https://gw.example.com", "HTTPS://GW.example.com"])
+        prop::sample::select(vec![
+            "http://127.0.0.1:8080",
+            "https://gw.example.com",
+            "HTTPS://GW.example.com",
+        ])
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
         #[test]
         fn a_set_cookie_reads_back_as_itself_among_other_cookies(
             flow_id in part(),

@@ -68,8 +68,6 @@ mod properties {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
         #[test]
         fn the_token_verifies_and_is_43_base64url_characters(browser_secret in any::<String>(), flow_id in any::<String>()) {
             let token = token(&browser_secret, &flow_id);

@@ -29,7 +29,6 @@ mod upstream;
 pub(crate) mod wire;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -78,8 +77,8 @@ pub(crate) struct Gateway {
     prompt_catalogues: TtlCache<String, Arc<Vec<Value>>>,
     upstream: UpstreamClient,
     default_timeout: Duration,
-    /// Upstream calls that failed (timeouts, errors), for operators.
-    upstream_failures: AtomicU64,
+    /// Upstream calls that failed (timeouts, errors), by service, for operators (`/metrics`).
+    upstream_failures: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Gateway {
@@ -93,7 +92,7 @@ impl Gateway {
             prompt_catalogues: TtlCache::new(4096),
             upstream: UpstreamClient::new()?,
             default_timeout: Duration::from_millis(config.default_upstream_timeout_ms.max(1)),
-            upstream_failures: AtomicU64::new(0),
+            upstream_failures: std::sync::Mutex::default(),
         })
     }
 
@@ -192,8 +191,19 @@ impl Gateway {
     }
 
     /// Counts and logs a failed upstream call.
+    /// Failed upstream calls so far, by service.
+    pub(crate) fn upstream_failure_counts(&self) -> Vec<(String, u64)> {
+        let counts = self.upstream_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.iter().map(|(service, n)| (service.clone(), *n)).collect()
+    }
+
     fn upstream_failed(&self, service: &Service, method: &str, err: &UpstreamError) {
-        let failures = self.upstream_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = {
+            let mut counts = self.upstream_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let count = counts.entry(service.name.clone()).or_default();
+            *count += 1;
+            *count
+        };
         tracing::warn!(target: "gatehouse::mcp", service = %service.name, method, error = %err, failures, "upstream call failed");
     }
 

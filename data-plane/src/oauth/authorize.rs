@@ -106,8 +106,6 @@ mod properties {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
         #[test]
         fn any_query_is_parsed_or_refused_with_a_page(query in prop_oneof![
             any::<String>(),

@@ -122,8 +122,6 @@ mod properties {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
         #[test]
         fn encoded_parameters_read_back_as_sent(params in prop::collection::btree_map(any::<String>(), any::<String>(), 0..6)) {
             let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&params).finish();

@@ -73,7 +73,10 @@ impl HttpFixture {
 fn json(body: Vec<u8>) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
         body,
     )
         .into_response()

@@ -60,15 +60,14 @@ pub async fn snapshot(db: &TestDb) -> Snapshot {
     for table in tables {
         let rows_sql = match db.backend {
             Backend::Sqlite => {
-                let columns: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT name FROM pragma_table_info('{table}')"
-                )))
-                .fetch_all(&mut raw)
-                .await
-                .expect("list columns")
-                .iter()
-                .map(|row| row.try_get::<String, _>(0).expect("column name"))
-                .collect();
+                let columns: Vec<String> =
+                    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT name FROM pragma_table_info('{table}')")))
+                        .fetch_all(&mut raw)
+                        .await
+                        .expect("list columns")
+                        .iter()
+                        .map(|row| row.try_get::<String, _>(0).expect("column name"))
+                        .collect();
                 let quoted: Vec<String> = columns.iter().map(|c| format!("quote(\"{c}\")")).collect();
                 format!("SELECT {} FROM \"{table}\"", quoted.join(" || ',' || "))
             }
