@@ -26,6 +26,9 @@ pub enum Invalidation {
 #[derive(Debug)]
 pub struct Events {
     sender: broadcast::Sender<Invalidation>,
+    /// Set when the control plane stops: every stream ends, so the graceful
+    /// shutdown of the gRPC server is not held open by its subscribers.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 /// Events a slow subscriber may fall behind by before it loses its stream.
@@ -35,6 +38,7 @@ impl Default for Events {
     fn default() -> Self {
         Self {
             sender: broadcast::channel(BACKLOG).0,
+            closed: tokio::sync::watch::channel(false).0,
         }
     }
 }
@@ -48,5 +52,18 @@ impl Events {
     /// A new subscription, from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
         self.sender.subscribe()
+    }
+
+    /// Ends every stream (the control plane is stopping).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Resolves once `close` was called.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closed = self.closed.subscribe();
+        async move {
+            let _ = closed.wait_for(|closed| *closed).await;
+        }
     }
 }

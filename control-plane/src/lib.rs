@@ -145,6 +145,8 @@ impl ControlPlane {
         if let Some(sweeper) = self.sweeper.take() {
             sweeper.stop().await;
         }
+        // Order: end the event streams first, or graceful shutdown waits on them forever.
+        self.core.events.close();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -171,6 +173,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        self.core.events.close();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -8,8 +8,6 @@ use tonic::{Code, Request, Response, Status};
 use super::admin::server_to_pb;
 use super::status::refusal;
 use super::token::Token;
-use tokio_stream::StreamExt as _;
-
 use crate::credentials::{self, Credential, CredentialError};
 use crate::events::Invalidation;
 use crate::mcp_servers::AuthMode;
@@ -133,7 +131,9 @@ fn event_to_pb(event: Invalidation) -> pb::Event {
     let kind = match event {
         Invalidation::GrantRevoked(grant_id) => Kind::GrantRevoked(grant_id),
         Invalidation::IdentityRevoked(identity_id) => Kind::IdentityRevoked(identity_id),
-        Invalidation::ConnectionChanged { identity_id, service } => Kind::ConnectionChanged(pb::ConnectionChanged { identity_id, service }),
+        Invalidation::ConnectionChanged { identity_id, service } => {
+            Kind::ConnectionChanged(pb::ConnectionChanged { identity_id, service })
+        }
         Invalidation::ServicesChanged => Kind::ServicesChanged(true),
     };
     pb::Event { kind: Some(kind) }
@@ -143,16 +143,33 @@ impl Token {
     pub(super) fn gateway_watch_events(&self, request: Request<pb::WatchEventsRequest>) -> EventStream {
         let subscriber = request.into_inner().subscriber;
         tracing::debug!(target: "gatehouse::events", subscriber, "a data plane subscribed to invalidation events");
-        let receiver = self.core.events.subscribe();
-        let stream = tokio_stream::wrappers::BroadcastStream::new(receiver).map(|item| match item {
-            Ok(event) => Ok(event_to_pb(event)),
-            // Order: a subscriber that fell behind loses events it can never
-            // get back; ending its stream makes it reconnect and drop its caches.
-            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => Err(Status::aborted(format!(
-                "the subscriber fell {missed} events behind; subscribe again"
-            ))),
+        let mut receiver = self.core.events.subscribe();
+        let closed = self.core.events.closed();
+        let (sender, stream) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            tokio::pin!(closed);
+            loop {
+                let item = tokio::select! {
+                    // Order: the control plane stopping ends the stream, so graceful
+                    // shutdown is not held open by subscribers.
+                    _ = &mut closed => break,
+                    received = receiver.recv() => match received {
+                        Ok(event) => Ok(event_to_pb(event)),
+                        // A subscriber that fell behind lost events it can never get
+                        // back; ending its stream makes it reconnect and drop its caches.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            Err(Status::aborted(format!("the subscriber fell {missed} events behind; subscribe again")))
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                };
+                let failed = item.is_err();
+                if sender.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
         });
-        Box::pin(stream)
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(stream))
     }
 }
 
