@@ -1,6 +1,8 @@
 //! User sign-in: the OpenID Connect authorization code flow with PKCE at the
 //! configured provider, and verification of the ID token it returns. The
-//! verified subject becomes the flow's identity (kind `user`).
+//! verified subject becomes the flow's identity (kind `user`), or, for a
+//! sign-in begun from a connect link, must be the link identity's own subject
+//! before the link is spent (`connect_links::open_signed_in`).
 //!
 //! Security: a user identity exists only for a subject read from an ID token
 //! whose signature (RS256 or ES256, key from the provider's JWKS), issuer,

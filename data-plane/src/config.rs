@@ -102,6 +102,10 @@ fn default_caller_cache_entries() -> usize {
     100_000
 }
 
+fn default_true() -> bool {
+    true
+}
+
 /// The `[data_plane]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +141,12 @@ pub struct DataPlaneConfig {
     /// Most resolved callers (bearer token → identity) kept in memory.
     #[serde(default = "default_caller_cache_entries")]
     pub caller_cache_entries: usize,
+    /// Whether `/mcp` caches resolved callers (bearer token → identity) and
+    /// upstream credentials. Off, every request asks the control plane for
+    /// both (`ResolveAccessToken`, `GetUpstreamCredential`): slower, and only
+    /// meant for measuring what the caches save (the benchmark's "cache off" run).
+    #[serde(default = "default_true")]
+    pub cache_callers_and_credentials: bool,
     /// The public base URL (the OAuth issuer); filled from the top-level `public_url`.
     #[serde(skip)]
     pub public_url: String,
@@ -153,6 +163,7 @@ impl Default for DataPlaneConfig {
             allowed_origins: Vec::new(),
             default_upstream_timeout_ms: default_upstream_timeout_ms(),
             caller_cache_entries: default_caller_cache_entries(),
+            cache_callers_and_credentials: true,
             public_url: String::new(),
         }
     }

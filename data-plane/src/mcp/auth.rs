@@ -71,7 +71,9 @@ pub(crate) async fn refresh_caller(state: &AppState, token: &BearerToken, cache_
         .ok()?;
     let ttl = cache_ttl(&info, unix_now());
     let caller = Caller::new(info, cache_key);
-    state.mcp.callers.insert(cache_key, caller.clone(), ttl);
+    if state.mcp.cache_per_grant {
+        state.mcp.callers.insert(cache_key, caller.clone(), ttl);
+    }
     Some(caller)
 }
 
@@ -187,7 +189,10 @@ pub(crate) async fn authenticate(
     };
     let cache_key: TokenHash = Sha256::digest(token.as_bytes()).into();
     request.extensions_mut().insert(BearerToken(token.clone()));
-    if let Some(caller) = state.mcp.callers.get(&cache_key) {
+    // `cache_callers_and_credentials = false` (benchmarks): always ask the control plane.
+    if state.mcp.cache_per_grant
+        && let Some(caller) = state.mcp.callers.get(&cache_key)
+    {
         request.extensions_mut().insert(caller);
         return Ok(next.run(request).await);
     }
@@ -217,7 +222,9 @@ pub(crate) async fn authenticate(
     // Order: only a caller that passed every check above is cached.
     let ttl = cache_ttl(&info, unix_now());
     let caller = Caller::new(info, cache_key);
-    state.mcp.callers.insert(cache_key, caller.clone(), ttl);
+    if state.mcp.cache_per_grant {
+        state.mcp.callers.insert(cache_key, caller.clone(), ttl);
+    }
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }

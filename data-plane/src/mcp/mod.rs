@@ -64,6 +64,10 @@ const CATALOGUE_TTL: Duration = Duration::from_secs(60 * 60);
 pub(crate) struct Gateway {
     /// SHA-256(bearer token) → resolved caller.
     pub(crate) callers: TtlCache<TokenHash, Caller>,
+    /// `DataPlaneConfig::cache_callers_and_credentials`: when false, `callers`
+    /// and `credentials` are neither read nor filled, so every request asks
+    /// the control plane (for benchmarks).
+    pub(crate) cache_per_grant: bool,
     /// (grant, service) → credential, and the identity it belongs to.
     credentials: TtlCache<(String, String), (Credential, String)>,
     /// (grant, service) → upstream session.
@@ -85,6 +89,7 @@ impl Gateway {
     pub(crate) fn new(config: &DataPlaneConfig) -> Result<Self, reqwest::Error> {
         Ok(Self {
             callers: TtlCache::new(config.caller_cache_entries.max(1)),
+            cache_per_grant: config.cache_callers_and_credentials,
             credentials: TtlCache::new(PER_GRANT_ENTRIES),
             sessions: TtlCache::new(PER_GRANT_ENTRIES),
             services: Refreshing::new(services::SERVICES_MAX_AGE),
@@ -125,7 +130,9 @@ impl Gateway {
         service: &Service,
     ) -> Result<Credential, CredentialError> {
         let key = (caller.grant_id.clone(), service.name.clone());
-        if let Some((credential, _)) = self.credentials.get(&key) {
+        if self.cache_per_grant
+            && let Some((credential, _)) = self.credentials.get(&key)
+        {
             return Ok(credential);
         }
         let credential = services::fetch_credential(cp, &caller.grant_id, &service.name).await?;
@@ -134,6 +141,9 @@ impl Gateway {
     }
 
     fn keep_credential(&self, caller: &Caller, service: &Service, credential: &Credential) {
+        if !self.cache_per_grant {
+            return;
+        }
         let key = (caller.grant_id.clone(), service.name.clone());
         self.credentials
             .insert(key, (credential.clone(), caller.identity_id.clone()), credential.cache_ttl);
