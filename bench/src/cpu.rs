@@ -23,6 +23,9 @@ pub struct CpuSample {
     pub loadgen_ns: u64,
     pub upstream_ns: u64,
     pub gatehouse_ns: u64,
+    /// Jiffies of the whole machine (every CPU) from `/proc/stat`: busy, and all.
+    pub machine_busy: u64,
+    pub machine_total: u64,
 }
 
 impl CpuSample {
@@ -33,6 +36,8 @@ impl CpuSample {
             loadgen_ns: self.loadgen_ns.saturating_sub(earlier.loadgen_ns),
             upstream_ns: self.upstream_ns.saturating_sub(earlier.upstream_ns),
             gatehouse_ns: self.gatehouse_ns.saturating_sub(earlier.gatehouse_ns),
+            machine_busy: self.machine_busy.saturating_sub(earlier.machine_busy),
+            machine_total: self.machine_total.saturating_sub(earlier.machine_total),
         }
     }
 
@@ -41,6 +46,17 @@ impl CpuSample {
         self.loadgen_ns += other.loadgen_ns;
         self.upstream_ns += other.upstream_ns;
         self.gatehouse_ns += other.gatehouse_ns;
+        self.machine_busy += other.machine_busy;
+        self.machine_total += other.machine_total;
+    }
+
+    /// How busy the machine's CPUs were, in percent (every process, not only this one).
+    pub fn machine_busy_percent(&self) -> f64 {
+        if self.machine_total == 0 {
+            0.0
+        } else {
+            self.machine_busy as f64 * 100.0 / self.machine_total as f64
+        }
     }
 }
 
@@ -86,8 +102,11 @@ impl CpuMeter {
                 self.threads.insert(tid, (part, ns));
             }
         }
+        let (machine_busy, machine_total) = machine_jiffies();
         let mut sample = CpuSample {
             process_ns: process_cpu_ns(),
+            machine_busy,
+            machine_total,
             ..Default::default()
         };
         for (part, ns) in self.threads.values() {
@@ -114,4 +133,24 @@ fn process_cpu_ns() -> u64 {
     // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     (ticks(11) + ticks(12)) * (1_000_000_000 / CLOCK_TICKS_PER_SECOND)
+}
+
+/// (busy, total) jiffies of all CPUs: the `cpu` line of `/proc/stat`, idle and iowait being idle.
+fn machine_jiffies() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let Some(line) = stat.lines().next().filter(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
 }

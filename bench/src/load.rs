@@ -44,8 +44,10 @@ impl Mode {
     }
 }
 
-const LEGACY_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fast__echo","arguments":{"text":"hello"}}}"#;
-const DIRECT_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}"#;
+const LEGACY_BODY: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fast__echo","arguments":{"text":"hello"}}}"#;
+const DIRECT_BODY: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}"#;
 const MODERN_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fast__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
 
 /// Where and how each mode's calls go.
@@ -86,7 +88,10 @@ impl Targets {
         };
         let mut headers = HeaderMap::with_capacity(6);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
         if modern {
             headers.insert("mcp-protocol-version", HeaderValue::from_static("2026-07-28"));
             headers.insert("mcp-method", HeaderValue::from_static("tools/call"));
@@ -97,7 +102,9 @@ impl Targets {
         if mode != Mode::Direct {
             headers.insert(header::AUTHORIZATION, self.bearers[user % self.bearers.len()].clone());
         }
-        http.post(url.as_str()).headers(headers).body(Bytes::from_static(body.as_bytes()))
+        http.post(url.as_str())
+            .headers(headers)
+            .body(Bytes::from_static(body.as_bytes()))
     }
 }
 
@@ -120,8 +127,11 @@ impl Rng {
 /// What one run measured.
 #[derive(Debug, Default)]
 pub struct RunResult {
-    /// Microseconds per successful call.
+    /// Microseconds per successful call (open loop: from its scheduled start).
     pub latencies_us: Vec<u32>,
+    /// Open loop only: microseconds from when the call was actually sent
+    /// (what the servers took, without the generator's timer lag).
+    pub service_us: Vec<u32>,
     pub errors: u64,
     pub first_error: Option<String>,
     pub elapsed: Duration,
@@ -225,8 +235,11 @@ pub async fn fixed_rate(
     let started = Instant::now();
     let mut total = RunResult::default();
     let mut calls = tokio::task::JoinSet::new();
-    let keep = |total: &mut RunResult, joined: Result<Result<u32, String>, tokio::task::JoinError>| match joined {
-        Ok(Ok(us)) => total.latencies_us.push(us),
+    let keep = |total: &mut RunResult, joined: Result<Result<(u32, u32), String>, tokio::task::JoinError>| match joined {
+        Ok(Ok((us, service))) => {
+            total.latencies_us.push(us);
+            total.service_us.push(service);
+        }
         Ok(Err(err)) => {
             total.errors += 1;
             total.first_error.get_or_insert(err);
@@ -242,7 +255,10 @@ pub async fn fixed_rate(
             tokio::time::sleep_until(due.into()).await;
         }
         let request = targets.request(http, mode, rng.below(targets.bearers.len()));
-        calls.spawn(async move { call(request).await.map(|()| micros(due.elapsed())) });
+        calls.spawn(async move {
+            let sent = Instant::now();
+            call(request).await.map(|()| (micros(due.elapsed()), micros(sent.elapsed())))
+        });
         // Reap what finished, so the set stays small.
         while let Some(joined) = calls.try_join_next() {
             keep(&mut total, joined);
@@ -257,6 +273,7 @@ pub async fn fixed_rate(
 
 fn merge(total: &mut RunResult, result: RunResult) {
     total.latencies_us.extend_from_slice(&result.latencies_us);
+    total.service_us.extend_from_slice(&result.service_us);
     total.errors += result.errors;
     if total.first_error.is_none() {
         total.first_error = result.first_error;

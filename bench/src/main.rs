@@ -61,12 +61,20 @@ struct Args {
 }
 
 /// The order of one round: every gateway run next to a direct one.
-const ROUND: [Mode; 6] = [Mode::Direct, Mode::Warm, Mode::Direct, Mode::Stateless, Mode::Direct, Mode::Cold];
+const ROUND: [Mode; 6] = [
+    Mode::Direct,
+    Mode::Warm,
+    Mode::Direct,
+    Mode::Stateless,
+    Mode::Direct,
+    Mode::Cold,
+];
 
 /// What one mode measured, summed over its runs.
 #[derive(Default)]
 struct Measured {
     latencies_us: Vec<u32>,
+    service_us: Vec<u32>,
     errors: u64,
     first_error: Option<String>,
     elapsed: Duration,
@@ -76,6 +84,7 @@ struct Measured {
 impl Measured {
     fn add(&mut self, run: RunResult, cpu: &CpuSample) {
         self.latencies_us.extend_from_slice(&run.latencies_us);
+        self.service_us.extend_from_slice(&run.service_us);
         self.errors += run.errors;
         if self.first_error.is_none() {
             self.first_error = run.first_error;
@@ -86,6 +95,12 @@ impl Measured {
 
     fn finish(&mut self) {
         self.latencies_us.sort_unstable();
+        self.service_us.sort_unstable();
+    }
+
+    /// Open loop: the quantile of the time from sending to the reply.
+    fn service_q(&self, q: f64) -> u32 {
+        quantile(&self.service_us, q)
     }
 
     fn calls(&self) -> u64 {
@@ -135,7 +150,10 @@ fn main() -> anyhow::Result<()> {
 
     let (upstream_url, _) = upstream_rt.block_on(upstream::start())?;
     let fleet = gatehouse_rt.block_on(fleet::Fleet::start(&upstream_url))?;
-    eprintln!("fixture upstream {upstream_url}, Gatehouse {} (caches off: {})", fleet.issuer, fleet.cold_url);
+    eprintln!(
+        "fixture upstream {upstream_url}, Gatehouse {} (caches off: {})",
+        fleet.issuer, fleet.cold_url
+    );
 
     let result = load_rt.block_on(async {
         eprintln!("signing up {users} users ({} flows at a time)…", args.signup_concurrency);
@@ -252,7 +270,9 @@ async fn prepare_users(targets: &Arc<Targets>, concurrency: usize) -> anyhow::Re
             let _permit = permits.acquire_owned().await?;
             for url in [&targets.warm, &targets.cold] {
                 let bearer = &targets.bearers[user];
-                initialize(&http, url, bearer).await.with_context(|| format!("user {user} at {url}"))?;
+                initialize(&http, url, bearer)
+                    .await
+                    .with_context(|| format!("user {user} at {url}"))?;
             }
             anyhow::Ok(())
         });
@@ -340,8 +360,15 @@ fn report_json(
             format!("{key}_gatehouse_cpu_us_per_call"),
             json!(round2(m.per_call(m.cpu.gatehouse_ns))),
         );
-        out.insert(format!("{key}_loadgen_cpu_us_per_call"), json!(round2(m.per_call(m.cpu.loadgen_ns))));
-        out.insert(format!("{key}_upstream_cpu_us_per_call"), json!(round2(m.per_call(m.cpu.upstream_ns))));
+        out.insert(
+            format!("{key}_loadgen_cpu_us_per_call"),
+            json!(round2(m.per_call(m.cpu.loadgen_ns))),
+        );
+        out.insert(
+            format!("{key}_upstream_cpu_us_per_call"),
+            json!(round2(m.per_call(m.cpu.upstream_ns))),
+        );
+        out.insert(format!("{key}_machine_busy_pct"), json!(m.cpu.machine_busy_percent().round()));
     }
     let fixed_direct = f(Mode::Direct);
     let mut rate = serde_json::Map::new();
@@ -352,6 +379,12 @@ fn report_json(
         rate.insert(format!("{key}_p99_us"), json!(m.q(0.99)));
         rate.insert(format!("{key}_p999_us"), json!(m.q(0.999)));
         rate.insert(format!("{key}_errors"), json!(m.errors));
+        rate.insert(format!("{key}_service_p50_us"), json!(m.service_q(0.5)));
+        rate.insert(format!("{key}_service_p99_us"), json!(m.service_q(0.99)));
+        rate.insert(
+            format!("{key}_gatehouse_cpu_us_per_call"),
+            json!(round2(m.per_call(m.cpu.gatehouse_ns))),
+        );
         if *mode != Mode::Direct {
             rate.insert(
                 format!("{key}_added_p50_us"),
@@ -360,6 +393,14 @@ fn report_json(
             rate.insert(
                 format!("{key}_added_p99_us"),
                 json!(i64::from(m.q(0.99)) - i64::from(fixed_direct.q(0.99))),
+            );
+            rate.insert(
+                format!("{key}_added_service_p50_us"),
+                json!(i64::from(m.service_q(0.5)) - i64::from(fixed_direct.service_q(0.5))),
+            );
+            rate.insert(
+                format!("{key}_added_service_p99_us"),
+                json!(i64::from(m.service_q(0.99)) - i64::from(fixed_direct.service_q(0.99))),
             );
         }
     }
@@ -427,13 +468,13 @@ fn print_tables(
         run.as_millis()
     );
     println!(
-        "| Run | calls/s | × direct | p50 µs | p99 µs | p99.9 µs | CPU/call, whole process µs | Gatehouse (both planes) µs | load generator µs | upstream µs | errors |"
+        "| Run | calls/s | × direct | p50 µs | p99 µs | p99.9 µs | CPU/call, whole process µs | Gatehouse (both planes) µs | load generator µs | upstream µs | machine busy | errors |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for mode in [Mode::Direct, Mode::Warm, Mode::Stateless, Mode::Cold] {
         let m = closed.get(&mode).unwrap_or(&empty);
         println!(
-            "| {} | {:.0} | {:.2} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {} | {:.0} | {:.2} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% | {} |",
             mode.label(),
             m.rps(),
             ratio(m.rps(), direct.rps()),
@@ -444,6 +485,7 @@ fn print_tables(
             m.per_call(m.cpu.gatehouse_ns),
             m.per_call(m.cpu.loadgen_ns),
             m.per_call(m.cpu.upstream_ns),
+            m.cpu.machine_busy_percent(),
             m.errors,
         );
     }
@@ -453,25 +495,31 @@ fn print_tables(
         args.rate,
         rate_run.as_millis()
     );
-    println!("| Run | achieved calls/s | p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | Gatehouse CPU/call µs | errors |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| Run | achieved calls/s | p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | send→reply p50 / p99 µs | added send→reply p50 / p99 µs | Gatehouse CPU/call µs | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (mode, m) in fixed {
-        let added = |q: f64| {
+        let added = |ours: u32, direct: u32| {
             if *mode == Mode::Direct {
                 "–".to_owned()
             } else {
-                (i64::from(m.q(q)) - i64::from(fixed_direct.q(q))).to_string()
+                (i64::from(ours) - i64::from(direct)).to_string()
             }
         };
         println!(
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {:.1} | {} |",
             mode.label(),
             m.rps(),
             m.q(0.5),
             m.q(0.99),
             m.q(0.999),
-            added(0.5),
-            added(0.99),
+            added(m.q(0.5), fixed_direct.q(0.5)),
+            added(m.q(0.99), fixed_direct.q(0.99)),
+            m.service_q(0.5),
+            m.service_q(0.99),
+            added(m.service_q(0.5), fixed_direct.service_q(0.5)),
+            added(m.service_q(0.99), fixed_direct.service_q(0.99)),
             m.per_call(m.cpu.gatehouse_ns),
             m.errors,
         );

@@ -45,7 +45,11 @@ pub async fn sign_up(base: &str, count: usize, concurrency: usize) -> anyhow::Re
         .send()
         .await?;
     if response.status() != StatusCode::CREATED {
-        bail!("POST /register: {} {}", response.status(), response.text().await.unwrap_or_default());
+        bail!(
+            "POST /register: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
     }
     let registered: Value = response.json().await?;
     let client_id: Arc<str> = registered["client_id"]
@@ -130,7 +134,10 @@ async fn one_flow(http: &reqwest::Client, base: &str, client_id: &str) -> anyhow
     see_other(response, "POST identity (skip)").await?;
 
     let response = jar
-        .send(http.post(format!("{base}/consent/{flow_id}/approve")).form(&[("csrf", csrf.as_str())]))
+        .send(
+            http.post(format!("{base}/consent/{flow_id}/approve"))
+                .form(&[("csrf", csrf.as_str())]),
+        )
         .await?;
     let to = see_other(response, "POST approve").await?;
     let code = url::Url::parse(&to)?

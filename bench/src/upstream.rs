@@ -61,7 +61,9 @@ async fn post_mcp(body: Bytes) -> Response {
     let id = id.get();
     let reply = match message.method.as_str() {
         "tools/call" => {
-            let params = message.params.and_then(|p| serde_json::from_str::<CallParams<'_>>(p.get()).ok());
+            let params = message
+                .params
+                .and_then(|p| serde_json::from_str::<CallParams<'_>>(p.get()).ok());
             match params {
                 Some(params) if params.name == "echo" => {
                     let arguments = params.arguments.map_or("{}", RawValue::get);

@@ -20,7 +20,8 @@ use crate::secret::{self, Secret, prefix};
 use crate::store::StoreError;
 use crate::store::audit::NewAuditEvent;
 use crate::store::connections;
-use crate::store::flows::{Approval, FlowConnectionRow, FlowRow, NewAuthCode, ResealedConnection};
+use crate::store::connections::ConnectionRow;
+use crate::store::flows::{Approval, FlowRow, NewAuthCode, ResealedConnection};
 use crate::store::identities::IdentityRow;
 use crate::vault::VaultError;
 use crate::{Core, audit, virtual_keys};
@@ -273,7 +274,7 @@ pub enum ConnectionState {
 /// yet approved) wins over the identity's.
 #[derive(Debug, Clone)]
 pub struct ConnectionView {
-    pub row: FlowConnectionRow,
+    pub row: ConnectionRow,
     pub state: ConnectionState,
 }
 
@@ -357,7 +358,7 @@ pub async fn view(core: &Core, flow: &OpenFlow) -> Result<FlowView, FlowError> {
     })
 }
 
-fn connection_state(connection: &FlowConnectionRow, now: i64) -> ConnectionState {
+fn connection_state(connection: &ConnectionRow, now: i64) -> ConnectionState {
     if connection.status == "needs_reauth" {
         ConnectionState::NeedsReauth
     } else if connection.refresh_ct.is_none() && connection.expires_at.is_some_and(|at| at <= now + EXPIRING_WITHIN_SECONDS) {
@@ -555,7 +556,7 @@ fn reseal_for_identity(
     core: &Core,
     flow_id: &str,
     identity_id: &str,
-    connection: &FlowConnectionRow,
+    connection: &ConnectionRow,
 ) -> Result<ResealedConnection, FlowError> {
     let old_owner = connections::owner(None, Some(flow_id));
     let new_owner = connections::owner(Some(identity_id), None);

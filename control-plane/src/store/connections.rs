@@ -21,13 +21,7 @@ pub fn owner(identity_id: Option<&str>, flow_id: Option<&str>) -> String {
 
 /// The associated data of a connection's sealed column.
 pub fn aad<'a>(field: &'static str, id: &'a str, owner: &'a str, service: &'a str) -> Aad<'a> {
-    Aad {
-        table: "connections",
-        field,
-        row_id: id,
-        identity: owner,
-        service,
-    }
+    super::reseal::aad("connections", field, id, owner, service)
 }
 
 /// A connection row, tokens still sealed.
@@ -72,7 +66,8 @@ pub struct NewConnection<'a> {
     pub expires_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, identity_id, flow_id, service, status, account, scopes, access_ct, refresh_ct, key_id, \
+/// Every column of `connections`, for `from_row`.
+pub(crate) const COLUMNS: &str = "id, identity_id, flow_id, service, status, account, scopes, access_ct, refresh_ct, key_id, \
                        expires_at, last_refresh_at, version, created_at, updated_at";
 
 impl Store {
@@ -138,7 +133,8 @@ impl Store {
     }
 }
 
-fn from_row(row: &AnyRow) -> Result<ConnectionRow, StoreError> {
+/// A `connections` row selected with `COLUMNS`.
+pub(crate) fn from_row(row: &AnyRow) -> Result<ConnectionRow, StoreError> {
     Ok(ConnectionRow {
         id: get_str(row, "id")?,
         identity_id: get_opt_str(row, "identity_id")?,

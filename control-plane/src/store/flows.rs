@@ -4,7 +4,8 @@
 
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, get_i64, get_opt_bytes, get_opt_i64, get_opt_str, get_str};
+use super::connections::{self, COLUMNS as CONNECTION_COLUMNS, ConnectionRow};
+use super::{Store, StoreError, get_i64, get_opt_i64, get_opt_str, get_str};
 
 /// A flow row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,27 +71,6 @@ impl Store {
     }
 }
 
-/// A connection as a flow sees it: the identity's, or the flow's own until the
-/// flow is approved. Tokens still sealed.
-#[derive(Debug, Clone)]
-pub struct FlowConnectionRow {
-    pub id: String,
-    pub identity_id: Option<String>,
-    pub flow_id: Option<String>,
-    pub service: String,
-    /// `connected` or `needs_reauth`.
-    pub status: String,
-    pub account: String,
-    /// Space-separated upstream scopes.
-    pub scopes: String,
-    pub access_ct: Vec<u8>,
-    pub refresh_ct: Option<Vec<u8>>,
-    pub expires_at: Option<i64>,
-    pub last_refresh_at: Option<i64>,
-    pub version: i64,
-    pub created_at: i64,
-}
-
 /// A connection re-sealed for its new owner (the approving identity).
 #[derive(Debug, Clone)]
 pub struct ResealedConnection {
@@ -120,9 +100,6 @@ pub enum Approval {
     /// The flow was consumed, expired or given another identity meanwhile.
     NotOpen,
 }
-
-const CONNECTION_COLUMNS: &str = "id, identity_id, flow_id, service, status, account, scopes, access_ct, refresh_ct, \
-                                  expires_at, last_refresh_at, version, created_at";
 
 impl Store {
     /// Sets the flow's identity, discarding the connections made in the flow so
@@ -178,7 +155,7 @@ impl Store {
         &self,
         identity_id: Option<&str>,
         flow_id: &str,
-    ) -> Result<Vec<FlowConnectionRow>, StoreError> {
+    ) -> Result<Vec<ConnectionRow>, StoreError> {
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections
              WHERE (identity_id IS NOT NULL AND identity_id = $1) OR (identity_id IS NULL AND flow_id = $2)
@@ -189,7 +166,7 @@ impl Store {
             .bind(flow_id)
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(connection_from_row).collect()
+        rows.iter().map(connections::from_row).collect()
     }
 
     /// Approves a flow in one transaction: consumes it (only if still open, not
@@ -201,7 +178,7 @@ impl Store {
     pub async fn approve_flow<E, F>(&self, flow_id: &str, code: &NewAuthCode<'_>, now: i64, mut reseal: F) -> Result<Approval, E>
     where
         E: From<StoreError>,
-        F: FnMut(&FlowConnectionRow) -> Result<ResealedConnection, E>,
+        F: FnMut(&ConnectionRow) -> Result<ResealedConnection, E>,
     {
         let mut tx = self.pool().begin().await.map_err(StoreError::from)?;
         // Invariant: this compare-and-swap is what makes a flow single-use; a
@@ -239,7 +216,7 @@ impl Store {
             .map_err(StoreError::from)?;
         let mut moved_services = Vec::with_capacity(rows.len());
         for row in &rows {
-            let connection = connection_from_row(row)?;
+            let connection = connections::from_row(row)?;
             let resealed = reseal(&connection)?;
             sqlx::query("DELETE FROM connections WHERE identity_id = $1 AND service = $2")
                 .bind(code.identity_id)
@@ -340,24 +317,6 @@ impl Store {
         tx.commit().await?;
         Ok((flows, attempts))
     }
-}
-
-fn connection_from_row(row: &AnyRow) -> Result<FlowConnectionRow, StoreError> {
-    Ok(FlowConnectionRow {
-        id: get_str(row, "id")?,
-        identity_id: get_opt_str(row, "identity_id")?,
-        flow_id: get_opt_str(row, "flow_id")?,
-        service: get_str(row, "service")?,
-        status: get_str(row, "status")?,
-        account: get_str(row, "account")?,
-        scopes: get_str(row, "scopes")?,
-        access_ct: get_opt_bytes(row, "access_ct")?.unwrap_or_default(),
-        refresh_ct: get_opt_bytes(row, "refresh_ct")?,
-        expires_at: get_opt_i64(row, "expires_at")?,
-        last_refresh_at: get_opt_i64(row, "last_refresh_at")?,
-        version: get_i64(row, "version")?,
-        created_at: get_i64(row, "created_at")?,
-    })
 }
 
 pub(crate) fn from_row(row: &AnyRow) -> Result<FlowRow, StoreError> {

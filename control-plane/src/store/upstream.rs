@@ -10,7 +10,7 @@
 
 use sqlx::any::AnyRow;
 
-use super::connections::ConnectionRow;
+use super::connections::{self, COLUMNS as CONNECTION_COLUMNS, ConnectionRow};
 use super::{Store, StoreError, get_i64, get_opt_bytes, get_opt_i64, get_opt_str, get_str};
 use crate::vault::Sealed;
 
@@ -81,8 +81,6 @@ pub struct NewUpstreamClient<'a> {
 const ATTEMPT_COLUMNS: &str = "state_hash, kind, flow_id, identity_id, link_id, service, verifier_ct, key_id, nonce_hash, \
                                browser_secret_hash, redirect_uri, created_at, expires_at, consumed_at";
 const CLIENT_COLUMNS: &str = "service, issuer, client_id, secret_ct, key_id, endpoints, dynamic, created_at, updated_at";
-const CONNECTION_COLUMNS: &str = "id, identity_id, flow_id, service, status, account, scopes, access_ct, refresh_ct, key_id, \
-                                  expires_at, last_refresh_at, version, created_at, updated_at";
 
 impl Store {
     /// Stores a new attempt.
@@ -212,7 +210,7 @@ impl Store {
             .bind(identity_id.unwrap_or(""))
             .fetch_all(&mut *tx)
             .await?;
-        let removed = rows.iter().map(connection_from_row).collect::<Result<Vec<_>, _>>()?;
+        let removed = rows.iter().map(connections::from_row).collect::<Result<Vec<_>, _>>()?;
         for row in &removed {
             sqlx::query("DELETE FROM connections WHERE id = $1")
                 .bind(&row.id)
@@ -252,26 +250,6 @@ fn client_from_row(row: &AnyRow) -> Result<UpstreamClientRow, StoreError> {
         key_id: get_opt_str(row, "key_id")?,
         endpoints: get_str(row, "endpoints")?,
         dynamic: get_i64(row, "dynamic")? != 0,
-        created_at: get_i64(row, "created_at")?,
-        updated_at: get_i64(row, "updated_at")?,
-    })
-}
-
-fn connection_from_row(row: &AnyRow) -> Result<ConnectionRow, StoreError> {
-    Ok(ConnectionRow {
-        id: get_str(row, "id")?,
-        identity_id: get_opt_str(row, "identity_id")?,
-        flow_id: get_opt_str(row, "flow_id")?,
-        service: get_str(row, "service")?,
-        status: get_str(row, "status")?,
-        account: get_str(row, "account")?,
-        scopes: get_str(row, "scopes")?,
-        access_ct: get_opt_bytes(row, "access_ct")?.unwrap_or_default(),
-        refresh_ct: get_opt_bytes(row, "refresh_ct")?,
-        key_id: get_str(row, "key_id")?,
-        expires_at: get_opt_i64(row, "expires_at")?,
-        last_refresh_at: get_opt_i64(row, "last_refresh_at")?,
-        version: get_i64(row, "version")?,
         created_at: get_i64(row, "created_at")?,
         updated_at: get_i64(row, "updated_at")?,
     })
