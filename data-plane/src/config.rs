@@ -138,6 +138,9 @@ pub struct DataPlaneConfig {
     /// set no `timeout_ms` of their own.
     #[serde(default = "default_upstream_timeout_ms")]
     pub default_upstream_timeout_ms: u64,
+    /// Request rates allowed on the endpoints people and clients could abuse.
+    #[serde(default)]
+    pub rate_limits: crate::ratelimit::RateLimits,
     /// Most resolved callers (bearer token → identity) kept in memory.
     #[serde(default = "default_caller_cache_entries")]
     pub caller_cache_entries: usize,
@@ -163,6 +166,7 @@ impl Default for DataPlaneConfig {
             allowed_origins: Vec::new(),
             default_upstream_timeout_ms: default_upstream_timeout_ms(),
             caller_cache_entries: default_caller_cache_entries(),
+            rate_limits: crate::ratelimit::RateLimits::default(),
             cache_callers_and_credentials: true,
             public_url: String::new(),
         }

@@ -11,10 +11,11 @@ mod consent;
 pub mod cp_client;
 mod health;
 mod layers;
-mod metrics;
 mod mcp;
+mod metrics;
 mod oauth;
 mod pb;
+mod ratelimit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub cp: ControlPlaneClient,
     /// `/mcp`'s caches and upstream client.
     pub(crate) mcp: mcp::Gateway,
+    /// Rate-limit buckets.
+    pub(crate) limiter: ratelimit::Limiter,
 }
 
 /// A running data plane. Dropping it stops the server.
@@ -50,7 +53,12 @@ impl DataPlane {
     pub async fn start(config: DataPlaneConfig, listener: TcpListener) -> Result<Self, CpClientError> {
         let cp = ControlPlaneClient::new(&config.control_plane)?;
         let mcp = mcp::Gateway::new(&config).map_err(|e| CpClientError::HttpClient(e.to_string()))?;
-        let state = Arc::new(AppState { config, cp, mcp });
+        let state = Arc::new(AppState {
+            config,
+            cp,
+            mcp,
+            limiter: ratelimit::Limiter::default(),
+        });
         let watcher = tokio::spawn(mcp::events::watch(state.clone()));
         let app = router(state);
         let addr = listener.local_addr().map_err(|e| CpClientError::BadUrl {
@@ -126,6 +134,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(consent::router())
         .merge(connect::router())
         .merge(mcp::router(state.clone()))
+        // Order: outside every route, so an over-limit request costs no control-plane call.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::limit))
         .with_state(state.clone());
     layers::apply(routes, &state.config)
 }

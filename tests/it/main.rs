@@ -17,6 +17,7 @@ mod logs;
 mod metrics;
 mod oauth_core;
 mod properties;
+mod ratelimit;
 mod sdk_python;
 mod sdk_typescript;
 mod security;

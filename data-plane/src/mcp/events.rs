@@ -97,6 +97,7 @@ mod tests {
         AppState {
             cp: ControlPlaneClient::new(&config.control_plane).unwrap(),
             mcp: Gateway::new(&config).unwrap(),
+            limiter: crate::ratelimit::Limiter::default(),
             config,
         }
     }

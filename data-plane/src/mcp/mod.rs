@@ -203,13 +203,19 @@ impl Gateway {
     /// Counts and logs a failed upstream call.
     /// Failed upstream calls so far, by service.
     pub(crate) fn upstream_failure_counts(&self) -> Vec<(String, u64)> {
-        let counts = self.upstream_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counts = self
+            .upstream_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         counts.iter().map(|(service, n)| (service.clone(), *n)).collect()
     }
 
     fn upstream_failed(&self, service: &Service, method: &str, err: &UpstreamError) {
         let failures = {
-            let mut counts = self.upstream_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut counts = self
+                .upstream_failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let count = counts.entry(service.name.clone()).or_default();
             *count += 1;
             *count
@@ -254,14 +260,17 @@ impl Gateway {
                     self.credentials.remove(&key);
                     self.sessions.remove(&key);
                     tracing::info!(target: "gatehouse::mcp", service = %service.name, grant_id = %caller.grant_id, "upstream refused the credential; refreshing once");
-                    credential = services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.version, false).await?;
+                    credential =
+                        services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.version, false).await?;
                     self.keep_credential(caller, service, &credential);
                 }
                 Err(UpstreamError::Unauthorized) if service.auth_mode == AuthMode::Oauth => {
                     self.credentials.remove(&key);
                     self.sessions.remove(&key);
                     // Still refused after one refresh: the connection needs the person again.
-                    return match services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.version, true).await {
+                    return match services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.version, true)
+                        .await
+                    {
                         Ok(_) | Err(CredentialError::NeedsReauth) => Err(CallError::Credential(CredentialError::NeedsReauth)),
                         Err(err) => Err(CallError::Credential(err)),
                     };
