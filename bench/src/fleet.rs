@@ -3,6 +3,7 @@
 //! caller and credential caches on (the default) and one with them off
 //! (`cache_callers_and_credentials = false`). The fixture upstream is MCP
 //! server `fast` (no upstream auth). Everything listens on 127.0.0.1:0.
+//! The data planes' rate limits are off (all users come from one address).
 
 use std::sync::Arc;
 
@@ -72,7 +73,7 @@ impl Fleet {
         let cp_url = format!("http://{}", control_plane.local_addr());
 
         let data_plane = |listener: &tokio::net::TcpListener, cache: bool| -> anyhow::Result<DataPlaneConfig> {
-            Ok(DataPlaneConfig {
+            let mut config = DataPlaneConfig {
                 listen: listener.local_addr()?,
                 control_plane: ControlPlaneClientConfig {
                     urls: vec![cp_url.clone()],
@@ -82,7 +83,12 @@ impl Fleet {
                 public_url: issuer.clone(),
                 cache_callers_and_credentials: cache,
                 ..Default::default()
-            })
+            };
+            // Every synthetic user signs up from 127.0.0.1 through one client:
+            // the per-address and per-client limits would refuse most of them.
+            config.rate_limits.per_address_per_minute = 0;
+            config.rate_limits.per_client_per_minute = 0;
+            Ok(config)
         };
         let warm_config = data_plane(&warm_listener, true)?;
         let cold_config = data_plane(&cold_listener, false)?;

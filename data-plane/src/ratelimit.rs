@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -158,7 +158,7 @@ pub(crate) async fn limit(
         tracing::warn!(target: "gatehouse::security", reason = "rate limit per client", path, "request refused");
         return too_many(wait);
     }
-    next.run(Request::from_parts(parts, Body::from(Bytes::from(bytes)))).await
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 fn too_many(wait: Duration) -> Response {
