@@ -212,25 +212,16 @@ pub struct Completed {
 /// Completes an upstream authorization: exact, unused, unexpired state from
 /// the same browser; then the code exchange; then the sealed connection.
 pub async fn complete(core: &Core, callback: Callback<'_>) -> Result<Completed, ConnectError> {
-    if callback.state.expose().is_empty() {
-        return Err(ConnectError::UnknownState);
-    }
-    let state_hash = callback.state.hash();
-    // Security: lookup by the hash of the exact state (C6); a sign-in state
-    // does not complete a connect.
-    let attempt = core
-        .store
-        .get_upstream_attempt(&state_hash)
-        .await?
-        .filter(|a| a.kind == KIND_CONNECT)
-        .ok_or(ConnectError::UnknownState)?;
+    let attempt = upstream::live_attempt(core, callback.state, KIND_CONNECT)
+        .await
+        .map_err(|refused| match refused {
+            Ok(upstream::AttemptRefusal::Unknown) => ConnectError::UnknownState,
+            Ok(upstream::AttemptRefusal::Used) => ConnectError::StateUsed,
+            Ok(upstream::AttemptRefusal::Expired) => ConnectError::StateExpired,
+            Err(err) => err.into(),
+        })?;
+    let state_hash = attempt.state_hash.clone();
     let now = core.now();
-    if attempt.consumed_at.is_some() {
-        return Err(ConnectError::StateUsed);
-    }
-    if attempt.expires_at <= now {
-        return Err(ConnectError::StateExpired);
-    }
     // Security: SPEC-NOTES §5.2, the state is bound to the browser whose flow
     // started it; the browser is proved before the state is spent, so a state
     // replayed from elsewhere neither completes nor burns the person's attempt.

@@ -278,23 +278,16 @@ pub struct SignedIn {
 /// returns the upstream authorization URL.
 pub async fn complete(core: &Core, callback: Callback<'_>) -> Result<SignedIn, SignInError> {
     let config = config(core)?;
-    if callback.state.expose().is_empty() {
-        return Err(SignInError::UnknownState);
-    }
-    let state_hash = callback.state.hash();
-    let attempt = core
-        .store
-        .get_upstream_attempt(&state_hash)
-        .await?
-        .filter(|a| a.kind == KIND_SIGN_IN)
-        .ok_or(SignInError::UnknownState)?;
+    let attempt = upstream::live_attempt(core, callback.state, KIND_SIGN_IN)
+        .await
+        .map_err(|refused| match refused {
+            Ok(upstream::AttemptRefusal::Unknown) => SignInError::UnknownState,
+            Ok(upstream::AttemptRefusal::Used) => SignInError::StateUsed,
+            Ok(upstream::AttemptRefusal::Expired) => SignInError::StateExpired,
+            Err(err) => err.into(),
+        })?;
+    let state_hash = attempt.state_hash.clone();
     let now = core.now();
-    if attempt.consumed_at.is_some() {
-        return Err(SignInError::StateUsed);
-    }
-    if attempt.expires_at <= now {
-        return Err(SignInError::StateExpired);
-    }
     if let Some(link_hash) = attempt.link_id.clone() {
         return complete_for_link(core, config, &callback, &attempt, &link_hash).await;
     }

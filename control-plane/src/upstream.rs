@@ -899,6 +899,45 @@ pub async fn userinfo_account(
     }))
 }
 
+// === Upstream attempts (connect and sign-in states) ===
+
+/// Why an upstream state cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptRefusal {
+    Unknown,
+    Used,
+    Expired,
+}
+
+/// The unused, unexpired attempt of `kind` that `state` names.
+///
+/// Security: SPEC-NOTES C6, the lookup is by the hash of the exact state, of
+/// the expected kind (a sign-in state never completes a connect, nor the
+/// reverse). The attempt is not spent here: callers prove the browser first.
+pub async fn live_attempt(
+    core: &Core,
+    state: &Secret,
+    kind: &str,
+) -> Result<crate::store::upstream::AttemptRow, Result<AttemptRefusal, StoreError>> {
+    if state.expose().is_empty() {
+        return Err(Ok(AttemptRefusal::Unknown));
+    }
+    let attempt = core
+        .store
+        .get_upstream_attempt(&state.hash())
+        .await
+        .map_err(Err)?
+        .filter(|a| a.kind == kind)
+        .ok_or(Ok(AttemptRefusal::Unknown))?;
+    if attempt.consumed_at.is_some() {
+        return Err(Ok(AttemptRefusal::Used));
+    }
+    if attempt.expires_at <= core.now() {
+        return Err(Ok(AttemptRefusal::Expired));
+    }
+    Ok(attempt)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
