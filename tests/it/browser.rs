@@ -4,8 +4,6 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use gatehouse::commands::up::{self, UpOptions};
-use gatehouse::config::Config;
 use sha2::{Digest as _, Sha256};
 
 use crate::support::tools;
@@ -13,19 +11,7 @@ use crate::support::tools;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn person_consents_connects_the_demo_service_and_approves_in_chromium() {
     let Some(node) = tools::node_with_playwright() else { return };
-    crate::support::init_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let running = up::start(
-        Config::default(),
-        &UpOptions {
-            data_dir: dir.path().to_path_buf(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            demo: true,
-        },
-    )
-    .await
-    .unwrap();
+    let (_dir, running) = crate::support::up::start().await;
     let base = running.public_url.clone();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

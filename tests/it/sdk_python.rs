@@ -3,27 +3,12 @@
 //! tools/list, the connect link of the demo service it did not connect (a tool
 //! error, then -32042), the link opened, and the per-user tool called.
 
-use gatehouse::commands::up::{self, UpOptions};
-use gatehouse::config::Config;
-
 use crate::support::tools;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_completes_oauth_lists_tools_gets_the_connect_link_and_calls_a_per_user_tool() {
     let Some(python) = tools::python() else { return };
-    crate::support::init_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let running = up::start(
-        Config::default(),
-        &UpOptions {
-            data_dir: dir.path().to_path_buf(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            demo: true,
-        },
-    )
-    .await
-    .unwrap();
+    let (_dir, running) = crate::support::up::start().await;
     let output = tokio::process::Command::new(python)
         .arg(tools::repo().join("tests/sdk/python/oauth_list_tools.py"))
         .args([running.mcp_url().as_str(), "--connect", "demo__whoami", "pat"])

@@ -1,17 +1,10 @@
 //! `gatehouse up`: one command gives a working gateway on a fresh data directory.
 
-use gatehouse::commands::up::{self, UpOptions};
+use gatehouse::commands::up;
 use gatehouse::config::Config;
 use gatehouse::pb::{CreateVirtualKeyRequest, ListMcpServersRequest, ListVirtualKeysRequest};
 
-fn options(dir: &std::path::Path) -> UpOptions {
-    UpOptions {
-        data_dir: dir.to_path_buf(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        demo: true,
-    }
-}
+use crate::support::up::options;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_health_grpc_and_the_demo_upstream_and_survives_a_restart() {

@@ -9,6 +9,7 @@ pub mod mcp_upstream;
 pub mod plane;
 pub mod snapshot;
 pub mod tools;
+pub mod up;
 pub mod up_process;
 
 pub use db::{Backend, TestDb};
