@@ -836,3 +836,70 @@ async fn ssrf_through_upstream_discovery_to_a_private_address_is_refused() {
 async fn ssrf_through_upstream_discovery_to_a_link_local_address_is_refused() {
     assert_discovery_refused("https://169.254.169.254/latest", "link-local").await;
 }
+
+/// Connect to an MCP server whose protected-resource metadata answers with
+/// `reply`; the refusal must be a page with nothing stored, within `limit`.
+async fn assert_discovery_answer_refused(case: &str, reply: fn() -> Reply, allow_loopback: bool, status: StatusCode, why: &str) {
+    let mcp = HttpFixture::start(move |_, path| {
+        if path.starts_with("/.well-known/oauth-protected-resource") {
+            reply()
+        } else {
+            Reply::NotFound
+        }
+    })
+    .await;
+    let url = mcp.url("/mcp");
+    let fleet = TestFleet::builder()
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = allow_loopback;
+            config.outbound.timeout_ms = 500;
+            config.outbound.max_body_bytes = 16 * 1024;
+            config.mcp_servers = vec![McpServer {
+                name: "files".into(),
+                display_name: "Files".into(),
+                url,
+                auth_mode: AuthMode::Oauth,
+                ..Default::default()
+            }];
+        })
+        .spawn()
+        .await;
+    let browser = fleet.browser();
+    let (_, flow_id, csrf, _) = flow_at_services(&fleet, &browser).await;
+    let before = snapshot(fleet.db()).await;
+    let started = Instant::now();
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/connect", fleet.url(0)),
+            &[("csrf", csrf.as_str()), ("service", "files")],
+        )
+        .await;
+    let html = assert_refusal_page(response, status, case).await;
+    assert!(html.contains(why), "{case}: the page says why ({why}): {html}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{case}: bounded by the outbound timeout and retries"
+    );
+    before.assert_unchanged(&snapshot(fleet.db()).await, case);
+    if !allow_loopback {
+        assert!(mcp.requests().is_empty(), "{case}: nothing was sent to loopback");
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_upstream_discovery_on_loopback_is_refused_when_loopback_is_not_allowed() {
+    let document = || Reply::Json(json!({ "authorization_servers": ["https://as.example.com"] }).to_string());
+    assert_discovery_answer_refused("loopback MCP server", document, false, StatusCode::BAD_GATEWAY, "loopback").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_an_oversized_discovery_document_is_refused() {
+    let huge = || Reply::Bytes(format!("{{\"pad\":\"{}\"}}", "x".repeat(64 * 1024)).into_bytes());
+    assert_discovery_answer_refused("oversized metadata", huge, true, StatusCode::BAD_GATEWAY, "larger than").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_a_discovery_document_that_never_answers_is_cut_at_the_timeout() {
+    assert_discovery_answer_refused("hanging metadata", || Reply::Hang, true, StatusCode::BAD_GATEWAY, "Files").await;
+}
