@@ -358,7 +358,8 @@ pub async fn view(core: &Core, flow: &OpenFlow) -> Result<FlowView, FlowError> {
     })
 }
 
-fn connection_state(connection: &ConnectionRow, now: i64) -> ConnectionState {
+/// How a connection stands, as the pages and the admin API show it.
+pub fn connection_state(connection: &ConnectionRow, now: i64) -> ConnectionState {
     if connection.status == "needs_reauth" {
         ConnectionState::NeedsReauth
     } else if connection.refresh_ct.is_none() && connection.expires_at.is_some_and(|at| at <= now + EXPIRING_WITHIN_SECONDS) {

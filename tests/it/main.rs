@@ -7,6 +7,7 @@
 mod support;
 
 mod admin;
+mod admin_api;
 mod browser;
 mod cli;
 mod consent_http;

@@ -1,13 +1,16 @@
-//! `gatehouse.v1.AdminService`: the MCP server registry, virtual keys, the
-//! audit log and vault keys. Other RPCs answer UNIMPLEMENTED until the fleet
-//! issue lands. Every change is audited with the admin caller's name.
+//! `gatehouse.v1.AdminService`: the MCP server registry, virtual keys,
+//! identities, connections and grants (list, revoke), the audit log and vault
+//! keys. The rest (connection refresh and delete, clients) answer
+//! UNIMPLEMENTED until the fleet issue lands. Every change is audited with the admin caller's name.
 
 use std::sync::Arc;
 
 use tonic::{Code, Request, Response, Status};
 
+use super::flow::{connection_to_pb, identity_to_pb};
 use super::status::refusal;
 use super::{Caller, remote_addr};
+use crate::grants::{self, GrantSelector};
 use crate::mcp_servers::{self, AuthMode, McpServer, StaticHeader, UpstreamOAuth};
 use crate::pb::admin_service_server::AdminService;
 use crate::pb::{self, ErrorReason};
@@ -116,6 +119,98 @@ impl AdminService for Admin {
         let key = virtual_keys::revoke(&self.core, &request.get_ref().id).await?;
         self.audit(&request, "virtual_key.revoke", &key.id, String::new()).await;
         Ok(Response::new(key_to_pb(key)))
+    }
+
+    async fn list_identities(
+        &self,
+        request: Request<pb::ListIdentitiesRequest>,
+    ) -> Result<Response<pb::ListIdentitiesResponse>, Status> {
+        let kind = match pb::IdentityKind::try_from(request.get_ref().kind).unwrap_or(pb::IdentityKind::Unspecified) {
+            pb::IdentityKind::Unspecified => None,
+            pb::IdentityKind::VirtualKey => Some("virtual_key"),
+            pb::IdentityKind::User => Some("user"),
+            pb::IdentityKind::Anonymous => Some("anonymous"),
+        };
+        let identities = self.core.store.list_identities(kind).await?;
+        Ok(Response::new(pb::ListIdentitiesResponse {
+            identities: identities.into_iter().map(identity_to_pb).collect(),
+        }))
+    }
+
+    async fn list_connections(
+        &self,
+        request: Request<pb::ListConnectionsRequest>,
+    ) -> Result<Response<pb::ListConnectionsResponse>, Status> {
+        let r = request.into_inner();
+        let non_empty = |s: &str| (!s.is_empty()).then_some(s.to_owned());
+        let rows = self
+            .core
+            .store
+            .list_connections(non_empty(&r.identity_id).as_deref(), non_empty(&r.service).as_deref())
+            .await?;
+        let now = self.core.now();
+        Ok(Response::new(pb::ListConnectionsResponse {
+            connections: rows
+                .into_iter()
+                // Connections still owned by a pending flow belong to nobody yet.
+                .filter(|row| row.identity_id.is_some())
+                .map(|row| {
+                    let state = crate::flows::connection_state(&row, now);
+                    connection_to_pb(row, state)
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_grants(&self, request: Request<pb::ListGrantsRequest>) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let r = request.into_inner();
+        let non_empty = |s: &str| (!s.is_empty()).then_some(s.to_owned());
+        let grants = self
+            .core
+            .store
+            .list_grants(
+                non_empty(&r.identity_id).as_deref(),
+                non_empty(&r.client_id).as_deref(),
+                r.include_revoked,
+            )
+            .await?;
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants: grants
+                .into_iter()
+                .map(|g| pb::Grant {
+                    id: g.id,
+                    client_id: g.client_id,
+                    identity_id: g.identity_id,
+                    scopes: g.scope.split_whitespace().map(String::from).collect(),
+                    resource: g.resource,
+                    created_at: g.created_at,
+                    last_refresh_at: g.last_refresh_at.unwrap_or(0),
+                    revoked_at: g.revoked_at.unwrap_or(0),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn revoke_grants(
+        &self,
+        request: Request<pb::RevokeGrantsRequest>,
+    ) -> Result<Response<pb::RevokeGrantsResponse>, Status> {
+        use pb::revoke_grants_request::Selector;
+        let selector = match request.get_ref().selector.clone() {
+            Some(Selector::GrantId(id)) if !id.is_empty() => GrantSelector::Grant(id),
+            Some(Selector::IdentityId(id)) if !id.is_empty() => GrantSelector::Identity(id),
+            Some(Selector::ClientId(id)) if !id.is_empty() => GrantSelector::Client(id),
+            _ => {
+                return Err(refusal(
+                    Code::InvalidArgument,
+                    ErrorReason::InvalidRequest,
+                    "name exactly one of grant_id, identity_id or client_id",
+                ));
+            }
+        };
+        let actor = Caller::of(&request).map(|c| format!("admin:{}", c.name)).unwrap_or_default();
+        let revoked = grants::revoke_selected(&self.core, &selector, &actor, &remote_addr(&request)).await?;
+        Ok(Response::new(pb::RevokeGrantsResponse { revoked }))
     }
 
     async fn query_audit_log(

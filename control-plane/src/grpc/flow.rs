@@ -229,6 +229,26 @@ pub(super) fn identity_to_pb(identity: IdentityRow) -> pb::Identity {
     }
 }
 
+/// A connection as the contract shows it (never its tokens).
+pub(super) fn connection_to_pb(row: crate::store::connections::ConnectionRow, state: ConnectionState) -> pb::Connection {
+    pb::Connection {
+        status: match state {
+            ConnectionState::Connected => pb::ConnectionStatus::Connected,
+            ConnectionState::Expiring => pb::ConnectionStatus::Expiring,
+            ConnectionState::NeedsReauth => pb::ConnectionStatus::NeedsReauth,
+        } as i32,
+        has_refresh_token: row.refresh_ct.is_some(),
+        id: row.id,
+        identity_id: row.identity_id.unwrap_or_default(),
+        service: row.service,
+        account: row.account,
+        scopes: row.scopes.split_whitespace().map(String::from).collect(),
+        expires_at: row.expires_at.unwrap_or(0),
+        last_refresh_at: row.last_refresh_at.unwrap_or(0),
+        created_at: row.created_at,
+    }
+}
+
 /// The pb view of a flow (also for `flow_upstream.rs`).
 pub(super) fn flow_view(view: FlowView) -> pb::FlowView {
     let services = view
@@ -236,22 +256,7 @@ pub(super) fn flow_view(view: FlowView) -> pb::FlowView {
         .into_iter()
         .map(|service| {
             let connection = match service.connection {
-                Some(c) => pb::Connection {
-                    id: c.row.id,
-                    identity_id: c.row.identity_id.unwrap_or_default(),
-                    service: c.row.service,
-                    status: match c.state {
-                        ConnectionState::Connected => pb::ConnectionStatus::Connected,
-                        ConnectionState::Expiring => pb::ConnectionStatus::Expiring,
-                        ConnectionState::NeedsReauth => pb::ConnectionStatus::NeedsReauth,
-                    } as i32,
-                    account: c.row.account,
-                    scopes: c.row.scopes.split_whitespace().map(String::from).collect(),
-                    expires_at: c.row.expires_at.unwrap_or(0),
-                    last_refresh_at: c.row.last_refresh_at.unwrap_or(0),
-                    created_at: c.row.created_at,
-                    has_refresh_token: c.row.refresh_ct.is_some(),
-                },
+                Some(c) => connection_to_pb(c.row, c.state),
                 None => pb::Connection {
                     service: service.server.name.clone(),
                     status: pb::ConnectionStatus::NotConnected as i32,

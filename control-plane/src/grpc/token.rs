@@ -191,4 +191,11 @@ impl TokenService for Token {
         require_data_plane(&request)?;
         Ok(Response::new(self.gateway_watch_events(request)))
     }
+
+    async fn read_upstream_token(
+        &self,
+        request: Request<pb::ReadUpstreamTokenRequest>,
+    ) -> Result<Response<pb::UpstreamCredential>, Status> {
+        self.gateway_read_upstream_token(request).await
+    }
 }

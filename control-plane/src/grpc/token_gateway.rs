@@ -175,3 +175,52 @@ impl Token {
 
 /// The stream type of `WatchEvents`.
 pub(super) type EventStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Event, Status>> + Send + 'static>>;
+
+// === The token API for internal services ===
+
+impl Token {
+    /// `ReadUpstreamToken` (token-reader role): an identity's current upstream
+    /// access token for an OAuth service, refreshed first when it is about to
+    /// expire. Every read is audited.
+    ///
+    /// Security: only per-identity OAuth tokens are readable here; a static
+    /// header is the deployment's secret, not an identity's, and is refused.
+    pub(super) async fn gateway_read_upstream_token(
+        &self,
+        request: Request<pb::ReadUpstreamTokenRequest>,
+    ) -> Result<Response<pb::UpstreamCredential>, Status> {
+        let caller = super::Caller::of(&request)?;
+        caller.require(crate::config::Role::TokenReader)?;
+        let actor = format!("service:{}", caller.name);
+        let remote_addr = super::remote_addr(&request);
+        let r = request.into_inner();
+        let identity = self
+            .core
+            .store
+            .get_identity(&r.identity_id)
+            .await?
+            .filter(|i| i.revoked_at.is_none())
+            .ok_or_else(|| refusal(Code::NotFound, ErrorReason::NotFound, "no such identity"))?;
+        let server = credentials::service(&self.core, &r.service).await?;
+        if server.auth_mode != AuthMode::Oauth {
+            return Err(refusal(
+                Code::InvalidArgument,
+                ErrorReason::InvalidRequest,
+                format!("{} is not a per-user OAuth service", server.name),
+            ));
+        }
+        let result = credentials::oauth_credential(&self.core, &server, &identity.id, None).await;
+        crate::audit::record(
+            &self.core,
+            crate::store::audit::NewAuditEvent {
+                actor: &actor,
+                action: "token.read",
+                target: &identity.id,
+                remote_addr: &remote_addr,
+                detail: serde_json::json!({ "service": server.name, "purpose": r.purpose, "ok": result.is_ok() }).to_string(),
+            },
+        )
+        .await;
+        Ok(Response::new(credential_to_pb(result?)))
+    }
+}

@@ -199,6 +199,27 @@ impl Store {
         row.as_ref().map(grant_from_row).transpose()
     }
 
+    /// Grants, optionally of one identity and/or client, newest first.
+    pub async fn list_grants(
+        &self,
+        identity_id: Option<&str>,
+        client_id: Option<&str>,
+        include_revoked: bool,
+    ) -> Result<Vec<GrantRow>, StoreError> {
+        let sql = format!(
+            "SELECT {GRANT_COLUMNS} FROM grants g
+             WHERE ($1 = '' OR g.identity_id = $1) AND ($2 = '' OR g.client_id = $2) AND ($3 = 1 OR g.revoked_at IS NULL)
+             ORDER BY g.created_at DESC, g.id DESC"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(identity_id.unwrap_or(""))
+            .bind(client_id.unwrap_or(""))
+            .bind(i64::from(include_revoked))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(grant_from_row).collect()
+    }
+
     /// Revokes a grant and deletes its tokens. Returns whether it was still active.
     pub async fn revoke_grant(&self, grant_id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;

@@ -74,6 +74,16 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
+    /// Identities, optionally of one kind, newest first.
+    pub async fn list_identities(&self, kind: Option<&str>) -> Result<Vec<IdentityRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM identities WHERE ($1 = '' OR kind = $1) ORDER BY created_at DESC, id DESC");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(kind.unwrap_or(""))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
     /// Whether `identity_id` approved `client_id` before.
     pub async fn is_client_approved(&self, identity_id: &str, client_id: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT approved_at FROM approved_clients WHERE identity_id = $1 AND client_id = $2")
