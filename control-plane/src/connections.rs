@@ -495,7 +495,8 @@ pub async fn disconnect(core: &Core, flow: &OpenFlow, service: &str, remote_addr
 
 /// Revokes a removed connection's tokens: the refresh token (which ends the
 /// grant at most servers, RFC 7009 §2.1), then the access token.
-async fn revoke_row(core: &Core, client: &UpstreamClient, row: &rows::ConnectionRow) {
+/// Revokes a row's tokens at the provider (RFC 7009); whether every revocation was confirmed.
+async fn revoke_row(core: &Core, client: &UpstreamClient, row: &rows::ConnectionRow) -> bool {
     let owner = row.owner();
     let mut tokens: Vec<(Secret, &str)> = Vec::new();
     if let Some(blob) = &row.refresh_ct {
@@ -518,13 +519,57 @@ async fn revoke_row(core: &Core, client: &UpstreamClient, row: &rows::Connection
             tracing::warn!(target: "gatehouse::upstream", connection = %row.id, error = %err, "access token does not open")
         }
     }
+    let mut confirmed = !tokens.is_empty();
     for (token, hint) in tokens {
         match upstream::revoke(core, client, &token, hint).await {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return false,
             Err(err) => {
-                tracing::warn!(target: "gatehouse::upstream", service = %row.service, connection = %row.id, hint, error = %err, "revocation at the provider failed")
+                tracing::warn!(target: "gatehouse::upstream", service = %row.service, connection = %row.id, hint, error = %err, "revocation at the provider failed");
+                confirmed = false;
             }
         }
     }
+    confirmed
+}
+
+/// Deletes one connection (administration), revoking its tokens at the
+/// provider when it has a revocation endpoint. `None` when it did not exist,
+/// else whether the provider confirmed the revocation.
+pub async fn delete(core: &Core, id: &str, actor: &str, remote_addr: &str) -> Result<Option<bool>, ConnectError> {
+    let Some(row) = core.store.get_connection(id).await? else {
+        return Ok(None);
+    };
+    if !core.store.delete_connection(id).await? {
+        return Ok(None);
+    }
+    if let Some(identity_id) = &row.identity_id {
+        core.events.publish(crate::events::Invalidation::ConnectionChanged {
+            identity_id: identity_id.clone(),
+            service: row.service.clone(),
+        });
+    }
+    let server = core.store.get_mcp_server(&row.service).await?;
+    let revoked = match server {
+        Some(server) if server.auth_mode == AuthMode::Oauth => match upstream::client(core, &server).await {
+            Ok(client) => revoke_row(core, &client, &row).await,
+            Err(err) => {
+                tracing::warn!(target: "gatehouse::upstream", service = %row.service, error = %err, "cannot revoke on delete");
+                false
+            }
+        },
+        _ => false,
+    };
+    audit::record(
+        core,
+        NewAuditEvent {
+            actor,
+            action: "connection.delete",
+            target: id,
+            remote_addr,
+            detail: json!({ "service": row.service, "revoked_upstream": revoked }).to_string(),
+        },
+    )
+    .await;
+    Ok(Some(revoked))
 }

@@ -156,6 +156,38 @@ async fn an_operator_lists_and_revokes_and_a_token_reader_reads_the_upstream_tok
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
 
+    // The operator refreshes the connection now, then deletes it (revoked at the provider).
+    let refreshes = demo.stats().refreshes();
+    let refreshed = admin
+        .admin()
+        .refresh_connection(gatehouse::pb::RefreshConnectionRequest {
+            id: connections[0].id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(demo.stats().refreshes(), refreshes + 1, "exactly one refresh");
+    assert!(refreshed.last_refresh_at > 0);
+    let revocations = demo.stats().revocations();
+    let deleted = admin
+        .admin()
+        .delete_connection(gatehouse::pb::DeleteConnectionRequest {
+            id: connections[0].id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.revoked_upstream);
+    assert!(demo.stats().revocations() > revocations);
+    let gone = admin
+        .admin()
+        .delete_connection(gatehouse::pb::DeleteConnectionRequest {
+            id: connections[0].id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
     // The operator revokes every grant of the identity: the client's token stops at once.
     let mcp = McpClient::new(&fleet, &tokens.access_token);
     mcp.initialize(json!({})).await;

@@ -1,7 +1,7 @@
 //! `gatehouse.v1.AdminService`: the MCP server registry, virtual keys,
-//! identities, connections and grants (list, revoke), the audit log and vault
-//! keys. The rest (connection refresh and delete, clients) answer
-//! UNIMPLEMENTED until the fleet issue lands. Every change is audited with the admin caller's name.
+//! identities, connections (list, refresh, delete) and grants (list, revoke),
+//! the audit log and vault keys. ListClients answers UNIMPLEMENTED until the
+//! fleet issue lands. Every change is audited with the admin caller's name.
 
 use std::sync::Arc;
 
@@ -159,6 +159,37 @@ impl AdminService for Admin {
                     connection_to_pb(row, state)
                 })
                 .collect(),
+        }))
+    }
+
+    async fn refresh_connection(
+        &self,
+        request: Request<pb::RefreshConnectionRequest>,
+    ) -> Result<Response<pb::Connection>, Status> {
+        let id = request.get_ref().id.clone();
+        let not_found = || refusal(Code::NotFound, ErrorReason::NotFound, "no such connection");
+        let row = self.core.store.get_connection(&id).await?.ok_or_else(not_found)?;
+        let identity_id = row.identity_id.clone().ok_or_else(not_found)?;
+        let server = crate::credentials::service(&self.core, &row.service).await?;
+        // Refresh now: the version in hand is reported as refused, which makes
+        // the one refresh happen (under the lease) unless another just did.
+        crate::credentials::oauth_credential(&self.core, &server, &identity_id, Some(&row.version.to_string())).await?;
+        self.audit(&request, "connection.refresh", &id, String::new()).await;
+        let row = self.core.store.get_connection(&id).await?.ok_or_else(not_found)?;
+        let state = crate::flows::connection_state(&row, self.core.now());
+        Ok(Response::new(connection_to_pb(row, state)))
+    }
+
+    async fn delete_connection(
+        &self,
+        request: Request<pb::DeleteConnectionRequest>,
+    ) -> Result<Response<pb::DeleteConnectionResponse>, Status> {
+        let actor = Caller::of(&request).map(|c| format!("admin:{}", c.name)).unwrap_or_default();
+        let revoked = crate::connections::delete(&self.core, &request.get_ref().id, &actor, &remote_addr(&request))
+            .await?
+            .ok_or_else(|| refusal(Code::NotFound, ErrorReason::NotFound, "no such connection"))?;
+        Ok(Response::new(pb::DeleteConnectionResponse {
+            revoked_upstream: revoked,
         }))
     }
 

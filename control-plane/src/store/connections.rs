@@ -104,6 +104,15 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes one connection; whether it existed.
+    pub async fn delete_connection(&self, id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM connections WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
     /// One connection by id.
     pub async fn get_connection(&self, id: &str) -> Result<Option<ConnectionRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM connections WHERE id = $1");
