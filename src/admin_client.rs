@@ -67,3 +67,15 @@ impl GrpcClient {
         self.channel.clone()
     }
 }
+
+/// The machine-readable refusal a Gatehouse status carries (its `ErrorDetail`,
+/// inside the google.rpc.Status-shaped details), if any.
+pub fn error_detail(status: &Status) -> Option<crate::pb::ErrorDetail> {
+    use prost::Message as _;
+    let details = crate::pb::StatusDetails::decode(status.details()).ok()?;
+    details
+        .details
+        .iter()
+        .find(|d| d.type_url == "type.googleapis.com/gatehouse.v1.ErrorDetail")
+        .and_then(|d| crate::pb::ErrorDetail::decode(d.value.as_slice()).ok())
+}

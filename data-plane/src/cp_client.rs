@@ -179,9 +179,7 @@ impl CpError {
     /// newer control plane is kept as `Unspecified`); otherwise only the code
     /// tells unavailable from failed.
     pub(crate) fn from_status(status: &Status, rpc: &'static str) -> Self {
-        if !status.details().is_empty()
-            && let Ok(detail) = ErrorDetail::decode(status.details())
-        {
+        if let Some(detail) = error_detail(status) {
             let reason = ErrorReason::try_from(detail.reason).unwrap_or(ErrorReason::Unspecified);
             return CpError::Refused {
                 reason,
@@ -215,16 +213,42 @@ impl<T> CpResultExt<T> for Result<tonic::Response<T>, Status> {
     }
 }
 
+/// The `ErrorDetail` a control-plane refusal carries inside its status details
+/// (a google.rpc.Status-shaped `StatusDetails`), if any.
+fn error_detail(status: &Status) -> Option<ErrorDetail> {
+    let details = crate::pb::StatusDetails::decode(status.details()).ok()?;
+    details
+        .details
+        .iter()
+        .find(|d| d.type_url == "type.googleapis.com/gatehouse.v1.ErrorDetail")
+        .and_then(|d| ErrorDetail::decode(d.value.as_slice()).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn refusal(code: Code, reason: ErrorReason) -> Status {
-        let detail = ErrorDetail {
-            reason: reason as i32,
-            description: "described".into(),
+    /// A status as the control plane sends it: the ErrorDetail inside google.rpc.Status-shaped details.
+    fn with_detail(code: Code, detail: ErrorDetail) -> Status {
+        let details = crate::pb::StatusDetails {
+            code: code as i32,
+            message: "message text".into(),
+            details: vec![crate::pb::AnyDetail {
+                type_url: "type.googleapis.com/gatehouse.v1.ErrorDetail".into(),
+                value: detail.encode_to_vec(),
+            }],
         };
-        Status::with_details(code, "message text", detail.encode_to_vec().into())
+        Status::with_details(code, "message text", details.encode_to_vec().into())
+    }
+
+    fn refusal(code: Code, reason: ErrorReason) -> Status {
+        with_detail(
+            code,
+            ErrorDetail {
+                reason: reason as i32,
+                description: "described".into(),
+            },
+        )
     }
 
     #[test]
@@ -249,6 +273,17 @@ mod tests {
     }
 
     #[test]
+    fn raw_detail_bytes_are_not_mistaken_for_a_refusal() {
+        // Details that are not StatusDetails carrying an ErrorDetail decide nothing.
+        let raw = ErrorDetail {
+            reason: ErrorReason::Expired as i32,
+            description: "x".into(),
+        };
+        let status = Status::with_details(Code::Unavailable, "down", raw.encode_to_vec().into());
+        assert_eq!(CpError::from_status(&status, "Test"), CpError::Unavailable);
+    }
+
+    #[test]
     fn a_status_without_detail_is_unavailable_or_internal_by_code() {
         assert_eq!(
             CpError::from_status(&Status::unavailable("down"), "Test"),
@@ -270,11 +305,13 @@ mod tests {
 
     #[test]
     fn an_unknown_reason_from_a_newer_control_plane_is_unspecified() {
-        let detail = ErrorDetail {
-            reason: 9999,
-            description: String::new(),
-        };
-        let status = Status::with_details(Code::InvalidArgument, "x", detail.encode_to_vec().into());
+        let status = with_detail(
+            Code::InvalidArgument,
+            ErrorDetail {
+                reason: 9999,
+                description: String::new(),
+            },
+        );
         let err = CpError::from_status(&status, "Test");
         assert!(matches!(
             err,

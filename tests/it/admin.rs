@@ -2,12 +2,11 @@
 //! the refusals an operator sees and the audit trail they leave.
 
 use gatehouse::pb::{
-    self, CreateMcpServerRequest, CreateVirtualKeyRequest, DeleteMcpServerRequest, ErrorDetail, ErrorReason, GetMcpServerRequest,
+    self, CreateMcpServerRequest, CreateVirtualKeyRequest, DeleteMcpServerRequest, ErrorReason, GetMcpServerRequest,
     ListMcpServersRequest, ListVirtualKeysRequest, QueryAuditLogRequest, RevokeVirtualKeyRequest, UpdateMcpServerRequest,
     UpstreamAuthMode,
 };
 use gatehouse_control_plane::mcp_servers::{AuthMode, McpServer};
-use prost::Message as _;
 use tonic::Code;
 
 use crate::store_test;
@@ -28,7 +27,7 @@ fn server(name: &str, url: &str) -> pb::McpServer {
 
 /// The machine-readable reason in a refusal's details.
 fn reason(status: &tonic::Status) -> ErrorReason {
-    let detail = ErrorDetail::decode(status.details()).expect("refusals carry an ErrorDetail");
+    let detail = gatehouse::admin_client::error_detail(status).expect("refusals carry an ErrorDetail");
     ErrorReason::try_from(detail.reason).expect("known reason")
 }
 

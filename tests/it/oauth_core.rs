@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gatehouse::admin_client::GrpcClient;
 use gatehouse::pb::{
-    self, ApproveRequest, ChooseIdentityRequest, ClientAuthentication, CreateVirtualKeyRequest, DenyRequest, ErrorDetail,
-    ErrorReason, ExchangeCodeRequest, FlowRef, GetClientRequest, GetFlowRequest, QueryAuditLogRequest, RefreshRequest,
-    RegisterClientRequest, ResolveAccessTokenRequest, RevokeRequest, RevokeVirtualKeyRequest, StartFlowRequest,
-    choose_identity_request::Choice,
+    self, ApproveRequest, ChooseIdentityRequest, ClientAuthentication, CreateVirtualKeyRequest, DenyRequest, ErrorReason,
+    ExchangeCodeRequest, FlowRef, GetClientRequest, GetFlowRequest, QueryAuditLogRequest, RefreshRequest, RegisterClientRequest,
+    ResolveAccessTokenRequest, RevokeRequest, RevokeVirtualKeyRequest, StartFlowRequest, choose_identity_request::Choice,
 };
 use gatehouse_control_plane::clients::StaticClient;
 use gatehouse_control_plane::clock::TestClock;
@@ -22,7 +21,6 @@ use gatehouse_control_plane::mcp_servers::{AuthMode, McpServer};
 use gatehouse_control_plane::secret::{self, Secret};
 use gatehouse_control_plane::store::connections::{self, NewConnection};
 use gatehouse_control_plane::sweeper::sweep_once;
-use prost::Message as _;
 use sqlx::Row as _;
 use tonic::Code;
 
@@ -255,7 +253,7 @@ fn exchange(client_id: &str, code: &str, verifier: &str) -> ExchangeCodeRequest 
 
 /// The machine-readable reason in a refusal's details.
 fn reason(status: &tonic::Status) -> ErrorReason {
-    let detail = ErrorDetail::decode(status.details()).expect("refusals carry an ErrorDetail");
+    let detail = gatehouse::admin_client::error_detail(status).expect("refusals carry an ErrorDetail");
     ErrorReason::try_from(detail.reason).expect("known reason")
 }
 

@@ -11,7 +11,7 @@ use gatehouse::admin_client::GrpcClient;
 use gatehouse::demo::{DemoConfig, DemoUpstream, StaticClient, TokenEndpointAuthMethod, hidden_fields};
 use gatehouse::pb::{
     self, BeginSignInRequest, ChooseIdentityRequest, CompleteConnectRequest, CompleteSignInRequest, ConnectServiceRequest,
-    DisconnectServiceRequest, ErrorDetail, ErrorReason, FlowRef, GetFlowRequest, RegisterClientRequest, StartFlowRequest,
+    DisconnectServiceRequest, ErrorReason, FlowRef, GetFlowRequest, RegisterClientRequest, StartFlowRequest,
     choose_identity_request::Choice,
 };
 use gatehouse_control_plane::clock::TestClock;
@@ -21,7 +21,6 @@ use gatehouse_control_plane::sign_in::SignInConfig;
 use gatehouse_control_plane::store::audit::AuditQuery;
 use gatehouse_control_plane::store::connections::{self, ConnectionRow};
 use gatehouse_control_plane::upstream::pkce_challenge;
-use prost::Message as _;
 use reqwest::StatusCode;
 use tonic::Code;
 
@@ -308,7 +307,7 @@ impl Callback {
 
 /// The machine-readable reason in a refusal's details.
 fn reason(status: &tonic::Status) -> ErrorReason {
-    let detail = ErrorDetail::decode(status.details()).expect("refusals carry an ErrorDetail");
+    let detail = gatehouse::admin_client::error_detail(status).expect("refusals carry an ErrorDetail");
     ErrorReason::try_from(detail.reason).expect("known reason")
 }
 

@@ -11,7 +11,10 @@ use crate::clients::ClientError;
 use crate::flows::FlowError;
 use crate::grants::GrantError;
 use crate::mcp_servers::{McpServerError, RegistryError};
-use crate::pb::{ErrorDetail, ErrorReason};
+use crate::pb::{AnyDetail, ErrorDetail, ErrorReason, StatusDetails};
+
+/// The type URL of an `ErrorDetail` inside `StatusDetails`.
+pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/gatehouse.v1.ErrorDetail";
 use crate::secret;
 use crate::store::StoreError;
 use crate::vault::VaultError;
@@ -24,7 +27,17 @@ pub fn refusal(code: Code, reason: ErrorReason, description: impl Into<String>) 
         reason: reason as i32,
         description: description.clone(),
     };
-    Status::with_details(code, description, Bytes::from(detail.encode_to_vec()))
+    // Order: the ErrorDetail goes inside a google.rpc.Status-shaped message, as
+    // gRPC tools expect of this header (grpcurl would otherwise misread it).
+    let details = StatusDetails {
+        code: code as i32,
+        message: description.clone(),
+        details: vec![AnyDetail {
+            type_url: ERROR_DETAIL_TYPE_URL.to_string(),
+            value: detail.encode_to_vec(),
+        }],
+    };
+    Status::with_details(code, description, Bytes::from(details.encode_to_vec()))
 }
 
 /// An unexpected failure: logged with an id, answered as INTERNAL.
