@@ -184,19 +184,7 @@ fn verifier_aad<'a>(state_hash: &'a str, service: &'a str) -> crate::vault::Aad<
     reseal::aad("upstream_attempts", "verifier_ct", state_hash, "", service)
 }
 
-/// The upstream's redirect to `/oauth/callback`, as the data plane parsed it.
-#[derive(Debug, Clone)]
-pub struct Callback<'a> {
-    pub state: &'a Secret,
-    pub code: &'a Secret,
-    pub error: &'a str,
-    pub error_description: &'a str,
-    pub iss: &'a str,
-    pub browser_secret: &'a Secret,
-    /// The connect-link cookie's secret, for attempts begun from a connect link.
-    pub link_browser_secret: &'a Secret,
-    pub remote_addr: &'a str,
-}
+pub use crate::upstream::Callback;
 
 /// Where the browser goes after the callback.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::flows::{self, FlowError, OpenFlow};
-use crate::secret::{self, Secret, prefix};
+use crate::secret::{self, prefix};
 use crate::store::StoreError;
 use crate::store::audit::NewAuditEvent;
 use crate::store::reseal;
@@ -247,20 +247,7 @@ async fn begin_attempt(core: &Core, origin: AttemptFor<'_>) -> Result<String, Si
     Ok(url)
 }
 
-/// The provider's redirect to `/signin/callback`, as the data plane parsed it.
-#[derive(Debug, Clone)]
-pub struct Callback<'a> {
-    pub state: &'a Secret,
-    pub code: &'a Secret,
-    pub error: &'a str,
-    pub error_description: &'a str,
-    pub iss: &'a str,
-    /// The flow cookie's secret (sign-in from a flow's identity page).
-    pub browser_secret: &'a Secret,
-    /// The connect cookie's secret (sign-in from a connect link).
-    pub link_browser_secret: &'a Secret,
-    pub remote_addr: &'a str,
-}
+pub use crate::upstream::Callback;
 
 /// Where the browser goes after a completed sign-in.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -899,6 +899,22 @@ pub async fn userinfo_account(
     }))
 }
 
+/// An authorization server's redirect back to Gatehouse (`/oauth/callback`
+/// for a connection, `/signin/callback` for sign-in), as the data plane parsed it.
+#[derive(Debug, Clone)]
+pub struct Callback<'a> {
+    pub state: &'a Secret,
+    pub code: &'a Secret,
+    pub error: &'a str,
+    pub error_description: &'a str,
+    pub iss: &'a str,
+    /// The flow cookie's secret (attempts begun from a consent flow).
+    pub browser_secret: &'a Secret,
+    /// The connect cookie's secret (attempts begun from a connect link).
+    pub link_browser_secret: &'a Secret,
+    pub remote_addr: &'a str,
+}
+
 // === Upstream attempts (connect and sign-in states) ===
 
 /// Why an upstream state cannot be used.

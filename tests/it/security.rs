@@ -754,105 +754,36 @@ async fn ssrf_through_a_slow_metadata_document_is_cut_at_the_outbound_timeout() 
 
 // === SSRF through upstream discovery (RFC 9728, RFC 8414) ===
 
-/// An oauth service whose protected-resource metadata names `authorization_server`:
-/// Connect answers a page saying why, and nothing is stored or fetched beyond that document.
-async fn assert_discovery_refused(authorization_server: &'static str, why: &str) {
+/// How a discovery refusal is set up and what it must show.
+struct DiscoveryCase {
+    name: &'static str,
+    /// Whether the fleet may reach loopback (the fixture MCP server is there).
+    allow_loopback: bool,
+    outbound_timeout_ms: u64,
+    /// The refusal comes within this long.
+    within: Duration,
+    /// What the refusal page says.
+    why: &'static str,
+}
+
+/// Connect to an oauth service whose protected-resource metadata answers with
+/// `reply(base)`: Connect answers a 502 page saying why, with a way back; nothing
+/// is stored, nothing beyond that document is fetched, and the flow goes on.
+async fn assert_discovery_refused_with(case: DiscoveryCase, reply: impl Fn(&str) -> Reply + Send + Sync + 'static) {
     let mcp = HttpFixture::start(move |base, path| {
         if path.starts_with("/.well-known/oauth-protected-resource") {
-            Reply::Json(
-                json!({
-                    "resource": format!("{base}/mcp"),
-                    "authorization_servers": [authorization_server],
-                })
-                .to_string(),
-            )
+            reply(base)
         } else {
             Reply::NotFound
         }
     })
     .await;
     let url = mcp.url("/mcp");
-    let fleet = TestFleet::builder()
-        .control_plane(move |config| {
-            // The MCP server itself is on loopback, which this fleet allows;
-            // the address it points at is not.
-            config.outbound.allow_loopback = true;
-            config.outbound.timeout_ms = 30_000;
-            config.mcp_servers = vec![McpServer {
-                name: "files".into(),
-                display_name: "Files".into(),
-                url,
-                auth_mode: AuthMode::Oauth,
-                ..Default::default()
-            }];
-        })
-        .spawn()
-        .await;
-    let browser = fleet.browser();
-    let (_, flow_id, csrf, _) = flow_at_services(&fleet, &browser).await;
-    let before = snapshot(fleet.db()).await;
-    let started = Instant::now();
-    let response = browser
-        .post_raw(
-            &format!("{}/consent/{flow_id}/connect", fleet.url(0)),
-            &[("csrf", csrf.as_str()), ("service", "files")],
-        )
-        .await;
-    let html = assert_refusal_page(response, StatusCode::BAD_GATEWAY, authorization_server).await;
-    assert!(started.elapsed() < Duration::from_secs(2), "refused before any connection");
-    assert!(
-        html.contains(why),
-        "{authorization_server}: the page says why ({why}): {html}"
-    );
-    assert!(
-        html.contains(&format!(r#"href="/consent/{flow_id}""#)),
-        "a way back to the flow"
-    );
-    before.assert_unchanged(&snapshot(fleet.db()).await, authorization_server);
-    assert!(
-        mcp.requests()
-            .iter()
-            .all(|p| p.starts_with("/.well-known/oauth-protected-resource")),
-        "only the protected-resource metadata was fetched: {:?}",
-        mcp.requests()
-    );
-    // The flow goes on without the service.
-    assert!(
-        browser
-            .page(&format!("{}/consent/{flow_id}/services", fleet.url(0)))
-            .await
-            .html
-            .contains("Not connected")
-    );
-    fleet.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ssrf_through_upstream_discovery_to_a_private_address_is_refused() {
-    assert_discovery_refused("https://10.0.0.7", "private addresses are refused").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ssrf_through_upstream_discovery_to_a_link_local_address_is_refused() {
-    assert_discovery_refused("https://169.254.169.254/latest", "link-local").await;
-}
-
-/// Connect to an MCP server whose protected-resource metadata answers with
-/// `reply`; the refusal must be a page with nothing stored, within `limit`.
-async fn assert_discovery_answer_refused(case: &str, reply: fn() -> Reply, allow_loopback: bool, status: StatusCode, why: &str) {
-    let mcp = HttpFixture::start(move |_, path| {
-        if path.starts_with("/.well-known/oauth-protected-resource") {
-            reply()
-        } else {
-            Reply::NotFound
-        }
-    })
-    .await;
-    let url = mcp.url("/mcp");
+    let (allow_loopback, timeout_ms) = (case.allow_loopback, case.outbound_timeout_ms);
     let fleet = TestFleet::builder()
         .control_plane(move |config| {
             config.outbound.allow_loopback = allow_loopback;
-            config.outbound.timeout_ms = 500;
+            config.outbound.timeout_ms = timeout_ms;
             config.outbound.max_body_bytes = 16 * 1024;
             config.mcp_servers = vec![McpServer {
                 name: "files".into(),
@@ -874,32 +805,111 @@ async fn assert_discovery_answer_refused(case: &str, reply: fn() -> Reply, allow
             &[("csrf", csrf.as_str()), ("service", "files")],
         )
         .await;
-    let html = assert_refusal_page(response, status, case).await;
-    assert!(html.contains(why), "{case}: the page says why ({why}): {html}");
+    let html = assert_refusal_page(response, StatusCode::BAD_GATEWAY, case.name).await;
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{case}: bounded by the outbound timeout and retries"
+        started.elapsed() < case.within,
+        "{}: refused within {:?}",
+        case.name,
+        case.within
     );
-    before.assert_unchanged(&snapshot(fleet.db()).await, case);
-    if !allow_loopback {
-        assert!(mcp.requests().is_empty(), "{case}: nothing was sent to loopback");
+    assert!(
+        html.contains(case.why),
+        "{}: the page says why ({}): {html}",
+        case.name,
+        case.why
+    );
+    assert!(
+        html.contains(&format!(r#"href="/consent/{flow_id}""#)),
+        "{}: a way back to the flow",
+        case.name
+    );
+    before.assert_unchanged(&snapshot(fleet.db()).await, case.name);
+    assert!(
+        mcp.requests()
+            .iter()
+            .all(|p| p.starts_with("/.well-known/oauth-protected-resource")),
+        "{}: only the protected-resource metadata was fetched: {:?}",
+        case.name,
+        mcp.requests()
+    );
+    if !case.allow_loopback {
+        assert!(mcp.requests().is_empty(), "{}: nothing was sent to loopback", case.name);
     }
+    // The flow goes on without the service.
+    assert!(
+        browser
+            .page(&format!("{}/consent/{flow_id}/services", fleet.url(0)))
+            .await
+            .html
+            .contains("Not connected")
+    );
     fleet.stop().await;
+}
+
+/// Protected-resource metadata naming `authorization_server`: refused before any
+/// connection to it (the outbound timeout is long, the refusal quick).
+async fn assert_discovery_refused(authorization_server: &'static str, why: &'static str) {
+    let case = DiscoveryCase {
+        name: authorization_server,
+        allow_loopback: true,
+        outbound_timeout_ms: 30_000,
+        within: Duration::from_secs(2),
+        why,
+    };
+    assert_discovery_refused_with(case, move |base| {
+        Reply::Json(json!({ "resource": format!("{base}/mcp"), "authorization_servers": [authorization_server] }).to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_upstream_discovery_to_a_private_address_is_refused() {
+    assert_discovery_refused("https://10.0.0.7", "private addresses are refused").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_through_upstream_discovery_to_a_link_local_address_is_refused() {
+    assert_discovery_refused("https://169.254.169.254/latest", "link-local").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssrf_through_upstream_discovery_on_loopback_is_refused_when_loopback_is_not_allowed() {
-    let document = || Reply::Json(json!({ "authorization_servers": ["https://as.example.com"] }).to_string());
-    assert_discovery_answer_refused("loopback MCP server", document, false, StatusCode::BAD_GATEWAY, "loopback").await;
+    let case = DiscoveryCase {
+        name: "loopback MCP server",
+        allow_loopback: false,
+        outbound_timeout_ms: 500,
+        within: Duration::from_secs(2),
+        why: "loopback",
+    };
+    assert_discovery_refused_with(case, |_| {
+        Reply::Json(json!({ "authorization_servers": ["https://as.example.com"] }).to_string())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssrf_through_an_oversized_discovery_document_is_refused() {
-    let huge = || Reply::Bytes(format!("{{\"pad\":\"{}\"}}", "x".repeat(64 * 1024)).into_bytes());
-    assert_discovery_answer_refused("oversized metadata", huge, true, StatusCode::BAD_GATEWAY, "larger than").await;
+    let case = DiscoveryCase {
+        name: "oversized metadata",
+        allow_loopback: true,
+        outbound_timeout_ms: 500,
+        within: Duration::from_secs(10),
+        why: "larger than",
+    };
+    assert_discovery_refused_with(case, |_| {
+        Reply::Bytes(format!("{{\"pad\":\"{}\"}}", "x".repeat(64 * 1024)).into_bytes())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssrf_through_a_discovery_document_that_never_answers_is_cut_at_the_timeout() {
-    assert_discovery_answer_refused("hanging metadata", || Reply::Hang, true, StatusCode::BAD_GATEWAY, "Files").await;
+    let case = DiscoveryCase {
+        name: "hanging metadata",
+        allow_loopback: true,
+        outbound_timeout_ms: 500,
+        within: Duration::from_secs(10),
+        why: "Files",
+    };
+    assert_discovery_refused_with(case, |_| Reply::Hang).await;
 }
