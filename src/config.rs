@@ -15,7 +15,15 @@ use serde::Deserialize;
 
 /// Top-level keys, so environment variables of other purposes that share the
 /// prefix (such as `GATEHOUSE_VAULT_KEYS`) are not mistaken for settings.
-const TOP_LEVEL_KEYS: &[&str] = &["public_url", "control_plane", "data_plane", "mcp_servers", "log", "admin"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "public_url",
+    "control_plane",
+    "data_plane",
+    "mcp_servers",
+    "log",
+    "telemetry",
+    "admin",
+];
 
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +49,17 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Trace export (`[telemetry]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g.
+    /// `http://127.0.0.1:4318`; spans go to `<url>/v1/traces` (protobuf).
+    /// Unset: the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` variables, else no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How the admin commands (`gatehouse vault rotate`) reach the control plane.
@@ -71,6 +90,8 @@ pub struct Config {
     pub mcp_servers: Vec<McpServer>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub admin: AdminClientConfig,
 }

@@ -73,7 +73,12 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
-    telemetry::init(&config.log);
+    let planes = telemetry::Planes {
+        data: matches!(cli.command, Command::Up { .. } | Command::DataPlane),
+        control: matches!(cli.command, Command::Up { .. } | Command::ControlPlane),
+    };
+    // Order: dropped when `run` returns, which flushes exported spans.
+    let _telemetry = telemetry::init(&config.log, &config.telemetry, planes);
     match cli.command {
         Command::Up {
             data_dir,

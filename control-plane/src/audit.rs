@@ -8,6 +8,7 @@ use crate::store::audit::NewAuditEvent;
 
 /// Records one event.
 pub async fn record(core: &Core, event: NewAuditEvent<'_>) {
+    crate::metrics::audited(event.action);
     let action = event.action.to_string();
     if let Err(err) = core.store.append_audit(event, core.clock.now_ms()).await {
         tracing::error!(target: "gatehouse::audit", action, error = %err, "could not record audit event");

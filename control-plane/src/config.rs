@@ -107,6 +107,10 @@ pub struct ControlPlaneConfig {
     /// gRPC listen address.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` listener (plain HTTP, e.g.
+    /// `127.0.0.1:9464`); absent: no listener. The commands start it (`metrics::serve`).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// `sqlite://…` (default, a file) or `postgres://…`.
     #[serde(default = "default_database_url")]
     pub database_url: String,
@@ -149,6 +153,7 @@ impl Default for ControlPlaneConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            metrics_listen: None,
             database_url: default_database_url(),
             vault: VaultConfig::default(),
             callers: Vec::new(),

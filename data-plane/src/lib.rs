@@ -10,12 +10,16 @@ mod connect;
 mod consent;
 pub mod cp_client;
 mod health;
+#[path = "../../proto/histogram.rs"]
+mod histogram;
 mod layers;
 mod mcp;
 mod metrics;
 mod oauth;
 mod pb;
 mod ratelimit;
+#[path = "../../proto/trace_context.rs"]
+pub mod trace_context;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +41,8 @@ pub struct AppState {
     pub(crate) mcp: mcp::Gateway,
     /// Rate-limit buckets.
     pub(crate) limiter: ratelimit::Limiter,
+    /// Requests by route, for `/metrics`.
+    pub(crate) metrics: Arc<metrics::HttpMetrics>,
 }
 
 /// A running data plane. Dropping it stops the server.
@@ -58,6 +64,7 @@ impl DataPlane {
             cp,
             mcp,
             limiter: ratelimit::Limiter::default(),
+            metrics: Arc::default(),
         });
         let watcher = tokio::spawn(mcp::events::watch(state.clone()));
         let app = router(state);
@@ -137,5 +144,5 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Order: outside every route, so an over-limit request costs no control-plane call.
         .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::limit))
         .with_state(state.clone());
-    layers::apply(routes, &state.config)
+    layers::apply(routes, &state)
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use gatehouse_control_plane::ControlPlane;
 use gatehouse_control_plane::clock::SystemClock;
+use gatehouse_control_plane::metrics;
 use gatehouse_data_plane::DataPlane;
 
 use super::{bind, shutdown_signal};
@@ -16,10 +17,20 @@ pub async fn run_control_plane(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("no [[control_plane.callers]] configured: nobody could call this control plane");
     }
     let listener = bind(config.control_plane.listen, "gRPC").await?;
+    let metrics = match config.control_plane.metrics_listen {
+        Some(addr) => Some(metrics::serve(bind(addr, "metrics").await?)?),
+        None => None,
+    };
     let plane = ControlPlane::start(config.control_plane, listener, Arc::new(SystemClock)).await?;
     println!("Gatehouse control plane: gRPC on {}", plane.local_addr());
+    if let Some(metrics) = &metrics {
+        println!("Gatehouse control plane: metrics on http://{}/metrics", metrics.local_addr());
+    }
     shutdown_signal().await;
     plane.shutdown().await;
+    if let Some(metrics) = metrics {
+        metrics.shutdown().await;
+    }
     Ok(())
 }
 

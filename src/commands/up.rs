@@ -10,6 +10,7 @@ use gatehouse_control_plane::ControlPlane;
 use gatehouse_control_plane::clock::SystemClock;
 use gatehouse_control_plane::config::Role;
 use gatehouse_control_plane::mcp_servers::{AuthMode, McpServer, UpstreamOAuth};
+use gatehouse_control_plane::metrics::{self, MetricsServer};
 use gatehouse_control_plane::secret::{self, Secret, prefix};
 use gatehouse_control_plane::vault::Vault;
 use gatehouse_data_plane::DataPlane;
@@ -33,6 +34,8 @@ pub struct UpOptions {
 /// Everything `up` started. Dropping it stops everything.
 pub struct Up {
     pub control_plane: ControlPlane,
+    /// The control plane's `/metrics` listener (`control_plane.metrics_listen`).
+    pub control_plane_metrics: Option<MetricsServer>,
     pub data_plane: DataPlane,
     pub demo: Option<DemoUpstream>,
     pub admin_credential: Secret,
@@ -57,6 +60,9 @@ impl Up {
     pub async fn shutdown(self) {
         self.data_plane.shutdown().await;
         self.control_plane.shutdown().await;
+        if let Some(metrics) = self.control_plane_metrics {
+            metrics.shutdown().await;
+        }
         drop(self.demo);
     }
 }
@@ -91,6 +97,10 @@ pub async fn start(mut config: Config, options: &UpOptions) -> anyhow::Result<Up
     // Order: bind both listeners first, so port 0 works and the public URL names the real port.
     let grpc_listener = bind(options.grpc_addr, "gRPC").await?;
     let http_listener = bind(options.http_addr, "HTTP").await?;
+    let control_plane_metrics = match config.control_plane.metrics_listen {
+        Some(addr) => Some(metrics::serve(bind(addr, "control-plane metrics").await?)?),
+        None => None,
+    };
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     config.control_plane.listen = grpc_addr;
@@ -120,6 +130,7 @@ pub async fn start(mut config: Config, options: &UpOptions) -> anyhow::Result<Up
 
     Ok(Up {
         control_plane,
+        control_plane_metrics,
         data_plane,
         demo,
         admin_credential,
@@ -166,6 +177,10 @@ fn print_banner(up: &Up) {
     println!("  Consent pages  {}/authorize (clients start there)", up.public_url);
     println!("  Health         {}/healthz", up.public_url);
     println!("  gRPC           {grpc} (plaintext; reflection and health on)");
+    println!("  Metrics        {}/metrics (data plane)", up.public_url);
+    if let Some(metrics) = &up.control_plane_metrics {
+        println!("  Metrics        http://{}/metrics (control plane)", metrics.local_addr());
+    }
     if let Some(demo) = &up.demo {
         println!(
             "  Demo upstream  {} (MCP server \"demo\"; sign in there as any account name)",

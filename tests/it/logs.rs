@@ -5,6 +5,8 @@
 //! client). Then its whole log is searched for every secret the test saw or
 //! can read back from the vault.
 
+use std::sync::{Arc, Mutex};
+
 use gatehouse::admin_client::GrpcClient;
 use gatehouse::pb::CreateVirtualKeyRequest;
 use gatehouse_control_plane::store::connections;
@@ -412,4 +414,246 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         log.len(),
         leaks.join("\n")
     );
+}
+
+// === Correlation: request ids and traces across the planes ===
+
+/// The client's trace: `traceparent` it sends, and its trace id.
+const CLIENT_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
+
+/// `POST /register` (one control-plane call) with the client's `traceparent`;
+/// returns the `x-request-id` the data plane answered with.
+async fn register_with_trace(base: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/register"))
+        .header("traceparent", format!("00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01"))
+        .json(&json!({
+            "client_name": "Trace test client",
+            "redirect_uris": ["http://127.0.0.1:33418/callback"],
+            "token_endpoint_auth_method": "none",
+        }))
+        .send()
+        .await
+        .expect("/register");
+    assert!(response.status().is_success(), "{}", response.status());
+    response.headers()["x-request-id"].to_str().unwrap().to_owned()
+}
+
+/// The JSON log lines whose spans include one named `span` with `request_id`.
+fn lines_in_span<'a>(lines: &'a [Value], span: &str, request_id: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|line| {
+            line["spans"]
+                .as_array()
+                .is_some_and(|spans| spans.iter().any(|s| s["name"] == span && s["request_id"] == request_id))
+        })
+        .collect()
+}
+
+/// The trace id of `span` in `line`.
+fn trace_id_of<'a>(line: &'a Value, span: &str) -> &'a str {
+    line["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find(|s| s["name"] == span))
+        .and_then(|s| s["trace_id"].as_str())
+        .unwrap_or_default()
+}
+
+fn json_lines(log: &str) -> Vec<Value> {
+    log.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+/// With `format = "json"`, a request's lines on the data plane and the lines
+/// of the gRPC call it caused on the control plane carry the request id the
+/// client got in `x-request-id`, and the trace id of the client's
+/// `traceparent`. The control plane's `/metrics` is on when configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_of_both_planes_carry_the_request_id_and_the_clients_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = UpProcess::start_with(
+        dir.path(),
+        "info,gatehouse_control_plane=debug,tower_http=debug",
+        &[
+            ("GATEHOUSE_LOG__FORMAT", "json"),
+            ("GATEHOUSE_CONTROL_PLANE__METRICS_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    let request_id = register_with_trace(&up.public_url).await;
+    let metrics_url = up
+        .control_plane_metrics
+        .clone()
+        .expect("the banner names the control plane's metrics");
+    let metrics = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("gatehouse_grpc_requests_total{method=\"/gatehouse.v1.FlowService/RegisterClient\",code=\"OK\"} 1"),
+        "{metrics}"
+    );
+    let log = tokio::task::spawn_blocking(move || up.stop()).await.unwrap();
+    let lines = json_lines(&log);
+    assert!(!lines.is_empty(), "JSON lines:\n{log}");
+
+    let data_plane = lines_in_span(&lines, "request", &request_id);
+    assert!(!data_plane.is_empty(), "data-plane lines of request {request_id}:\n{log}");
+    let control_plane = lines_in_span(&lines, "grpc", &request_id);
+    assert!(
+        !control_plane.is_empty(),
+        "control-plane lines of request {request_id}:\n{log}"
+    );
+    for line in &data_plane {
+        assert_eq!(trace_id_of(line, "request"), CLIENT_TRACE_ID, "{line}");
+    }
+    for line in &control_plane {
+        assert_eq!(trace_id_of(line, "grpc"), CLIENT_TRACE_ID, "{line}");
+        assert_eq!(
+            line["spans"][0]["method"], "/gatehouse.v1.FlowService/RegisterClient",
+            "{line}"
+        );
+    }
+}
+
+/// OTLP/HTTP protobuf messages, as much of them as the test reads
+/// (opentelemetry-proto's `collector/trace/v1` and `trace/v1`).
+mod otlp {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ExportTraceServiceRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub resource_spans: Vec<ResourceSpans>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ResourceSpans {
+        #[prost(message, optional, tag = "1")]
+        pub resource: Option<Resource>,
+        #[prost(message, repeated, tag = "2")]
+        pub scope_spans: Vec<ScopeSpans>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Resource {
+        #[prost(message, repeated, tag = "1")]
+        pub attributes: Vec<KeyValue>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KeyValue {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(message, optional, tag = "2")]
+        pub value: Option<AnyValue>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AnyValue {
+        #[prost(string, tag = "1")]
+        pub string_value: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ScopeSpans {
+        #[prost(message, repeated, tag = "2")]
+        pub spans: Vec<Span>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Span {
+        #[prost(bytes = "vec", tag = "1")]
+        pub trace_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub span_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub parent_span_id: Vec<u8>,
+        #[prost(string, tag = "5")]
+        pub name: String,
+    }
+}
+
+/// An exported span: (service name, span name, trace id, span id, parent span id), ids in hex.
+type Exported = (String, String, String, String, String);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fixture OpenTelemetry collector on 127.0.0.1:0: every `POST /v1/traces`
+/// body, decoded. Returns its base URL, what it received, and its task.
+async fn collector() -> (String, Arc<Mutex<Vec<Exported>>>, tokio::task::JoinHandle<()>) {
+    use axum::body::Bytes;
+    use prost::Message as _;
+    let received: Arc<Mutex<Vec<Exported>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                let request = otlp::ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                for resource_spans in request.resource_spans {
+                    let service = resource_spans
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|kv| kv.key == "service.name")
+                        .and_then(|kv| kv.value.as_ref())
+                        .map(|v| v.string_value.clone())
+                        .unwrap_or_default();
+                    for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+                        sink.lock().unwrap().push((
+                            service.clone(),
+                            span.name,
+                            hex(&span.trace_id),
+                            hex(&span.span_id),
+                            hex(&span.parent_span_id),
+                        ));
+                    }
+                }
+                ([(header::CONTENT_TYPE, "application/x-protobuf")], Vec::<u8>::new())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, received, task)
+}
+
+/// With `[telemetry] otlp_endpoint`, `gatehouse up` exports the data plane's
+/// request span (service `gatehouse-data-plane`, continuing the client's
+/// trace) and the control plane's span of the gRPC call it caused (service
+/// `gatehouse-control-plane`, its child), and logs the same trace id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_export_reaches_a_collector_with_one_trace_across_both_planes() {
+    let (collector_url, received, collector_task) = collector().await;
+    let dir = tempfile::tempdir().unwrap();
+    let up = UpProcess::start_with(
+        dir.path(),
+        "info,gatehouse_control_plane=debug",
+        &[
+            ("GATEHOUSE_LOG__FORMAT", "json"),
+            ("GATEHOUSE_TELEMETRY__OTLP_ENDPOINT", &collector_url),
+        ],
+    );
+    let request_id = register_with_trace(&up.public_url).await;
+    // Stopping flushes what is still batched.
+    let log = tokio::task::spawn_blocking(move || up.stop()).await.unwrap();
+    let spans = received.lock().unwrap().clone();
+    collector_task.abort();
+
+    let request = spans
+        .iter()
+        .find(|(service, name, trace, _, _)| service == "gatehouse-data-plane" && name == "request" && trace == CLIENT_TRACE_ID)
+        .unwrap_or_else(|| panic!("the data plane's request span, in the client's trace: {spans:#?}"));
+    assert_eq!(request.4, CLIENT_SPAN_ID, "the client's span is its parent");
+    let grpc = spans
+        .iter()
+        .find(|(service, name, trace, _, _)| service == "gatehouse-control-plane" && name == "grpc" && trace == CLIENT_TRACE_ID)
+        .unwrap_or_else(|| panic!("the control plane's gRPC span, in the client's trace: {spans:#?}"));
+    assert_eq!(grpc.4, request.3, "the gRPC span's parent is the data plane's request span");
+
+    let lines = json_lines(&log);
+    let control_plane = lines_in_span(&lines, "grpc", &request_id);
+    assert!(
+        !control_plane.is_empty(),
+        "control-plane lines of request {request_id}:\n{log}"
+    );
+    for line in control_plane {
+        assert_eq!(trace_id_of(line, "grpc"), CLIENT_TRACE_ID, "{line}");
+    }
 }

@@ -16,10 +16,12 @@ use std::sync::Arc;
 
 use tonic::service::Interceptor;
 use tonic::transport::server::Router;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Status};
+use tower::layer::util::{Identity, Stack};
 
 use crate::config::Role;
+use crate::metrics::GrpcLayer;
 use crate::pb;
 use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::flow_service_server::FlowServiceServer;
@@ -134,11 +136,12 @@ impl Interceptor for Authenticator {
 }
 
 /// The gRPC server with every service, health and reflection.
-pub fn router(core: Arc<Core>) -> Result<Router, StartError> {
-    let mut builder = Server::builder();
+pub fn router(core: Arc<Core>) -> Result<Router<Stack<GrpcLayer, Identity>>, StartError> {
+    // Outermost: every call gets its span (request id, trace) and is counted.
+    let mut builder = Server::builder().layer(GrpcLayer);
     if let Some(tls) = &core.config.tls {
         let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| StartError::Tls(format!("{}: {e}", path.display())));
-        let identity = Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
+        let identity = tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
         builder = builder
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(|e| StartError::Tls(e.to_string()))?;

@@ -72,7 +72,9 @@ pub(crate) async fn list(call: &Call<'_>, kind: ListKind) -> Result<Reply, McpEr
         let state = call.state.clone();
         let caller = call.caller.clone();
         let service = service.clone();
-        tasks.spawn(async move { (index, list_service(&state, &caller, &service, kind).await) });
+        tasks.spawn(crate::layers::in_request(async move {
+            (index, list_service(&state, &caller, &service, kind).await)
+        }));
     }
     let mut parts: Vec<(usize, Vec<Value>)> = Vec::with_capacity(services.len());
     let mut revoked = false;
@@ -122,11 +124,23 @@ async fn list_service(
 }
 
 fn catalogue(state: &AppState, kind: ListKind, service: &str) -> Option<Arc<Vec<Value>>> {
-    match kind {
-        ListKind::Tools => state.mcp.tool_catalogues.get(&service.to_owned()),
-        ListKind::Prompts => state.mcp.prompt_catalogues.get(&service.to_owned()),
-        ListKind::Resources | ListKind::ResourceTemplates => None,
+    let (found, counts) = match kind {
+        ListKind::Tools => (
+            state.mcp.tool_catalogues.get(&service.to_owned()),
+            &state.mcp.cache_counts.tools,
+        ),
+        ListKind::Prompts => (
+            state.mcp.prompt_catalogues.get(&service.to_owned()),
+            &state.mcp.cache_counts.prompts,
+        ),
+        ListKind::Resources | ListKind::ResourceTemplates => return None,
+    };
+    if found.is_some() {
+        counts.hit()
+    } else {
+        counts.miss()
     }
+    found
 }
 
 /// Asks the upstream for every page of a list (as `caller`), filters tools by

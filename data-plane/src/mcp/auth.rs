@@ -193,9 +193,11 @@ pub(crate) async fn authenticate(
     if state.mcp.cache_per_grant
         && let Some(caller) = state.mcp.callers.get(&cache_key)
     {
+        state.mcp.cache_counts.caller.hit();
         request.extensions_mut().insert(caller);
         return Ok(next.run(request).await);
     }
+    state.mcp.cache_counts.caller.miss();
     let info = match state
         .cp
         .tokens()

@@ -98,6 +98,7 @@ mod tests {
             cp: ControlPlaneClient::new(&config.control_plane).unwrap(),
             mcp: Gateway::new(&config).unwrap(),
             limiter: crate::ratelimit::Limiter::default(),
+            metrics: Default::default(),
             config,
         }
     }

@@ -83,6 +83,8 @@ pub(crate) struct Gateway {
     default_timeout: Duration,
     /// Upstream calls that failed (timeouts, errors), by service, for operators (`/metrics`).
     upstream_failures: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Hits and misses of the caches above, for operators (`/metrics`).
+    pub(crate) cache_counts: crate::metrics::CacheCounts,
 }
 
 impl Gateway {
@@ -98,6 +100,7 @@ impl Gateway {
             upstream: UpstreamClient::new()?,
             default_timeout: Duration::from_millis(config.default_upstream_timeout_ms.max(1)),
             upstream_failures: std::sync::Mutex::default(),
+            cache_counts: Default::default(),
         })
     }
 
@@ -105,8 +108,10 @@ impl Gateway {
     /// serving while the control plane does not answer.
     pub(crate) async fn services(&self, cp: &ControlPlaneClient) -> Result<Services, McpError> {
         if let Some(services) = self.services.fresh() {
+            self.cache_counts.services.hit();
             return Ok(services);
         }
+        self.cache_counts.services.miss();
         match services::list_services(cp).await {
             Ok(services) => {
                 self.services.set(services.clone());
@@ -133,8 +138,10 @@ impl Gateway {
         if self.cache_per_grant
             && let Some((credential, _)) = self.credentials.get(&key)
         {
+            self.cache_counts.credential.hit();
             return Ok(credential);
         }
+        self.cache_counts.credential.miss();
         let credential = services::fetch_credential(cp, &caller.grant_id, &service.name).await?;
         self.keep_credential(caller, service, &credential);
         Ok(credential)

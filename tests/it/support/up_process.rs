@@ -20,15 +20,23 @@ pub struct UpProcess {
     pub demo_base: String,
     /// The development admin credential the banner shows.
     pub admin_credential: String,
+    /// The control plane's `/metrics` URL, when `control_plane.metrics_listen` is set.
+    pub control_plane_metrics: Option<String>,
 }
 
 impl UpProcess {
     /// Starts `gatehouse up` on port 0 in `data_dir` with `RUST_LOG=rust_log`.
     pub fn start(data_dir: &Path, rust_log: &str) -> Self {
+        Self::start_with(data_dir, rust_log, &[])
+    }
+
+    /// [`UpProcess::start`] with more environment variables (`GATEHOUSE_…` settings).
+    pub fn start_with(data_dir: &Path, rust_log: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(["up", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -50,6 +58,7 @@ impl UpProcess {
         let mut lines = BufReader::new(stdout).lines();
         let (mut public_url, mut grpc_url, mut demo_base, mut admin_credential) =
             (String::new(), String::new(), String::new(), String::new());
+        let mut control_plane_metrics = None;
         for line in lines.by_ref() {
             let line = line.expect("banner line");
             let words: Vec<&str> = line.split_whitespace().collect();
@@ -58,6 +67,7 @@ impl UpProcess {
                 ["Health", url, ..] => public_url = url.trim_end_matches("/healthz").to_owned(),
                 ["Demo", "upstream", url, ..] => demo_base = url.trim_end_matches("/mcp").to_owned(),
                 ["Admin", "credential", "(development):", credential] => admin_credential = (*credential).to_owned(),
+                ["Metrics", url, "(control", "plane)"] => control_plane_metrics = Some((*url).to_owned()),
                 ["Try:", ..] => break,
                 _ => {}
             }
@@ -75,6 +85,7 @@ impl UpProcess {
             grpc_url,
             demo_base,
             admin_credential,
+            control_plane_metrics,
         }
     }
 
