@@ -1,8 +1,10 @@
 //! The data plane's only gRPC client: a channel to the control plane (balanced
-//! across every configured address) that presents the data-plane credential
+//! across every configured address, failing over between them: [`failover`]) that presents the data-plane credential
 //! on each call and gives each call a deadline. A failed call becomes a
 //! [`CpError`] here, decoded from the status's `ErrorDetail` reason, never from
 //! its message text.
+
+mod failover;
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use prost::Message as _;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::config::ControlPlaneClientConfig;
@@ -45,6 +47,7 @@ pub struct Authorize {
 impl Interceptor for Authorize {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         request.metadata_mut().insert("authorization", self.bearer.clone());
+        crate::layers::propagate(request.metadata_mut());
         if let Some(deadline) = self.deadline {
             request.set_timeout(deadline);
         }
@@ -52,12 +55,14 @@ impl Interceptor for Authorize {
     }
 }
 
-type Authorized = InterceptedService<Channel, Authorize>;
+pub use failover::Failover;
+
+type Authorized = InterceptedService<Failover, Authorize>;
 
 /// Clients of the control plane's services. Cheap to clone.
 #[derive(Clone)]
 pub struct ControlPlaneClient {
-    channel: Channel,
+    channel: Failover,
     authorize: Authorize,
 }
 
@@ -92,7 +97,7 @@ impl ControlPlaneClient {
             }
             None => None,
         };
-        let mut endpoints = Vec::with_capacity(config.urls.len());
+        let mut replicas = Vec::with_capacity(config.urls.len());
         for url in &config.urls {
             let bad = |reason: String| CpClientError::BadUrl {
                 url: url.clone(),
@@ -107,9 +112,9 @@ impl ControlPlaneClient {
             if let Some(tls) = &tls {
                 endpoint = endpoint.tls_config(tls.clone()).map_err(|e| bad(e.to_string()))?;
             }
-            endpoints.push(endpoint);
+            replicas.push((url.clone(), endpoint.connect_lazy()));
         }
-        let channel = Channel::balance_list(endpoints.into_iter());
+        let channel = Failover::new(replicas);
         let bearer = format!("Bearer {credential}")
             .parse()
             .map_err(|_| CpClientError::NoCredential)?;
