@@ -19,8 +19,10 @@ pub mod grants;
 pub mod grpc;
 pub mod identities;
 pub mod mcp_servers;
+pub mod metrics;
 pub mod outbound;
 pub mod pb;
+pub mod refresher;
 pub mod secret;
 pub mod sign_in;
 pub mod store;
@@ -87,6 +89,9 @@ pub struct ControlPlane {
     addr: SocketAddr,
     core: Arc<Core>,
     sweeper: Option<Sweeper>,
+    refresher: Option<refresher::Refresher>,
+    /// The event relay between replicas (PostgreSQL only); ends when events close.
+    relay: Option<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -119,12 +124,19 @@ impl ControlPlane {
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = rx.await;
         }));
+        let relay = events::start_relay(&core).await.map_err(|source| StartError::Store {
+            url: store::redact_url(&core.config.database_url),
+            source,
+        })?;
         let sweeper = Sweeper::start(core.clone());
+        let refresher = refresher::Refresher::start(core.clone());
         tracing::info!(target: "gatehouse::control_plane", %addr, backend = ?core.store.backend(), "control plane serving gRPC");
         Ok(Self {
             addr,
             core,
             sweeper: Some(sweeper),
+            refresher: Some(refresher),
+            relay,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -145,8 +157,14 @@ impl ControlPlane {
         if let Some(sweeper) = self.sweeper.take() {
             sweeper.stop().await;
         }
+        if let Some(refresher) = self.refresher.take() {
+            refresher.stop().await;
+        }
         // Order: end the event streams first, or graceful shutdown waits on them forever.
         self.core.events.close();
+        if let Some(relay) = self.relay.take() {
+            let _ = relay.await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

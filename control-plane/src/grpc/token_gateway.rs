@@ -126,7 +126,8 @@ impl Token {
 
 // === Invalidation events ===
 
-fn event_to_pb(event: Invalidation) -> pb::Event {
+/// The event as data planes receive it; `None` for a resync, which ends the stream.
+fn event_to_pb(event: Invalidation) -> Option<pb::Event> {
     use pb::event::Kind;
     let kind = match event {
         Invalidation::GrantRevoked(grant_id) => Kind::GrantRevoked(grant_id),
@@ -135,8 +136,9 @@ fn event_to_pb(event: Invalidation) -> pb::Event {
             Kind::ConnectionChanged(pb::ConnectionChanged { identity_id, service })
         }
         Invalidation::ServicesChanged => Kind::ServicesChanged(true),
+        Invalidation::Resync => return None,
     };
-    pb::Event { kind: Some(kind) }
+    Some(pb::Event { kind: Some(kind) })
 }
 
 impl Token {
@@ -154,7 +156,9 @@ impl Token {
                     // shutdown is not held open by subscribers.
                     _ = &mut closed => break,
                     received = receiver.recv() => match received {
-                        Ok(event) => Ok(event_to_pb(event)),
+                        // A resync (events may have been missed) ends the stream: the
+                        // data plane subscribes again and drops its per-grant caches.
+                        Ok(event) => event_to_pb(event).ok_or_else(|| Status::aborted("events may have been missed; subscribe again")),
                         // A subscriber that fell behind lost events it can never get
                         // back; ending its stream makes it reconnect and drop its caches.
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod grants;
 pub mod identities;
 pub mod mcp_servers;
+pub mod notify;
 pub mod reseal;
 pub mod upstream;
 pub mod virtual_keys;
@@ -67,6 +68,8 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The URL, for the dedicated `LISTEN` connection (PostgreSQL only); may hold a password.
+    url: crate::secret::Secret,
 }
 
 impl Store {
@@ -99,7 +102,11 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: crate::secret::Secret::new(url),
+        })
     }
 
     /// The backend in use.
