@@ -7,8 +7,9 @@
 //! the client's Gatehouse token (SPEC-NOTES R7, C8). Static header values are
 //! read from the environment or a file here, so they never sit in the store.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::Core;
 use crate::audit;
@@ -168,15 +169,86 @@ pub async fn oauth_credential(
         .identity_connection(identity_id, &server.name)
         .await?
         .ok_or_else(|| CredentialError::NotConnected(server.display_name.clone()))?;
+    let now = core.now();
     let stale = match force {
         // The upstream refused `version`: refresh unless someone already did.
         Some(version) => row.version.to_string() == version,
-        None => row.expires_at.is_some_and(|at| at <= core.now() + REFRESH_AHEAD_SECONDS),
+        None => row.expires_at.is_some_and(|at| at <= now + REFRESH_AHEAD_SECONDS),
     };
     if !stale || row.status == "needs_reauth" {
         return from_connection(core, server, &row);
     }
+    if let Some(wait) = backoff().waiting(&row.id) {
+        // A refresh failed moments ago (the provider is down or overloaded):
+        // keep using the token while it lasts instead of asking again.
+        let still_valid = force.is_none() && row.expires_at.is_some_and(|at| at > now);
+        if still_valid {
+            return from_connection(core, server, &row);
+        }
+        return Err(CredentialError::Unavailable {
+            service: server.display_name.clone(),
+            reason: format!("the last token refresh failed; retrying in {} s", wait.as_secs().max(1)),
+        });
+    }
     refresh(core, server, row).await
+}
+
+/// Refreshes a connection ahead of its expiry (the background refresher):
+/// once, under the lease, unless another replica just did.
+pub async fn refresh_ahead(core: &Core, row: &ConnectionRow) -> Result<(), CredentialError> {
+    let Some(identity_id) = &row.identity_id else {
+        return Ok(());
+    };
+    let server = service(core, &row.service).await?;
+    if server.auth_mode != AuthMode::Oauth || backoff().waiting(&row.id).is_some() {
+        return Ok(());
+    }
+    oauth_credential(core, &server, identity_id, Some(&row.version.to_string()))
+        .await
+        .map(drop)
+}
+
+// === Back-off after transient refresh failures ===
+
+/// First wait after a transient refresh failure; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Connections whose last refresh failed transiently, per replica: (retry at, failures).
+#[derive(Default)]
+struct Backoff(Mutex<HashMap<String, (Instant, u32)>>);
+
+fn backoff() -> &'static Backoff {
+    static BACKOFF: OnceLock<Backoff> = OnceLock::new();
+    BACKOFF.get_or_init(Backoff::default)
+}
+
+impl Backoff {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u32)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long until `connection_id` may be refreshed again, if it must wait.
+    fn waiting(&self, connection_id: &str) -> Option<Duration> {
+        let map = self.map();
+        let (until, _) = map.get(connection_id)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn failed(&self, connection_id: &str) -> Duration {
+        let mut map = self.map();
+        let now = Instant::now();
+        // Forget entries long past, so the map stays small.
+        map.retain(|_, (until, _)| *until + MAX_BACKOFF > now);
+        let failures = map.get(connection_id).map_or(0, |(_, n)| *n) + 1;
+        let wait = FIRST_BACKOFF.saturating_mul(1 << (failures - 1).min(8)).min(MAX_BACKOFF);
+        map.insert(connection_id.to_owned(), (now + wait, failures));
+        wait
+    }
+
+    fn succeeded(&self, connection_id: &str) {
+        self.map().remove(connection_id);
+    }
 }
 
 /// The upstream refused a credential that was just refreshed: the connection
@@ -273,6 +345,7 @@ async fn refresh_holding_lease(core: &Core, server: &McpServer, row: &Connection
                 refresh: Some(refresh),
                 expires_at: tokens.expires_in.map(|s| now + s.max(0)),
             };
+            backoff().succeeded(&row.id);
             if !core.store.store_refreshed(&row.id, lease_owner(), &refreshed, now).await? {
                 // The lease expired and someone else refreshed meanwhile: use theirs.
                 let current = core.store.get_connection(&row.id).await?;
@@ -287,6 +360,9 @@ async fn refresh_holding_lease(core: &Core, server: &McpServer, row: &Connection
         Err(UpstreamError::InvalidGrant | UpstreamError::InvalidClient) => {
             // The provider will not honour this grant again: the person must
             // authorize again. Nothing is deleted; the page shows "needs re-auth".
+            // (After invalid_client a dynamic registration was forgotten above,
+            // so that authorization registers Gatehouse again.)
+            backoff().succeeded(&row.id);
             core.store.mark_needs_reauth(&row.id, now).await?;
             publish_connection(core, row);
             (
@@ -295,9 +371,11 @@ async fn refresh_holding_lease(core: &Core, server: &McpServer, row: &Connection
             )
         }
         Err(err) => {
-            // Transient or unexpected: keep the token, let a later call try again.
+            // Transient or unexpected: keep the token, and back off before this
+            // replica asks the provider again.
             core.store.release_refresh_lease(&row.id, lease_owner()).await?;
-            tracing::warn!(target: "gatehouse::credentials", service, error = %err, "upstream token refresh failed; keeping the token");
+            let wait = backoff().failed(&row.id);
+            tracing::warn!(target: "gatehouse::credentials", service, error = %err, retry_in_s = wait.as_secs(), "upstream token refresh failed; keeping the token");
             (
                 "connection.refresh_failed",
                 Err(CredentialError::Unavailable {

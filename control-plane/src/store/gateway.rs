@@ -4,7 +4,7 @@
 
 use sqlx::Row as _;
 
-use super::connections::ConnectionRow;
+use super::connections::{self, COLUMNS, ConnectionRow};
 use super::{Store, StoreError, get_i64, get_opt_i64, get_str};
 
 /// A grant as the gateway sees it.
@@ -48,12 +48,18 @@ impl Store {
     }
 
     /// An identity's connection to a service.
+    ///
+    /// One row by `UNIQUE (identity_id, service)`: the `/mcp` credential path,
+    /// so it must stay an index lookup however many connections the vault
+    /// holds (`list_connections`' optional filters defeat the index).
     pub async fn identity_connection(&self, identity_id: &str, service: &str) -> Result<Option<ConnectionRow>, StoreError> {
-        Ok(self
-            .list_connections(Some(identity_id), Some(service))
-            .await?
-            .into_iter()
-            .next())
+        let sql = format!("SELECT {COLUMNS} FROM connections WHERE identity_id = $1 AND service = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(identity_id)
+            .bind(service)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(connections::from_row).transpose()
     }
 
     /// Records whether the grant's client declared URL-mode elicitation.
@@ -189,6 +195,23 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Connected per-identity connections with a refresh token whose access
+    /// token expires before `before`, soonest first, at most `limit`.
+    pub async fn connections_due_for_refresh(&self, before: i64, limit: i64) -> Result<Vec<ConnectionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM connections
+             WHERE status = 'connected' AND identity_id IS NOT NULL AND refresh_ct IS NOT NULL
+               AND expires_at IS NOT NULL AND expires_at < $1
+             ORDER BY expires_at LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(before)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(super::connections::from_row).collect()
     }
 
     /// Gives up a refresh lease without changing the tokens (a transient failure).
