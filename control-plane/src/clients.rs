@@ -546,6 +546,15 @@ pub async fn get(core: &Core, client_id: &str) -> Result<Client, ClientError> {
     from_row(row)
 }
 
+/// Every client Gatehouse knows: the configured ones, then the stored ones, newest first.
+pub async fn list(core: &Core) -> Result<Vec<Client>, ClientError> {
+    let mut clients: Vec<Client> = core.config.clients.static_clients.iter().map(from_static).collect();
+    for row in core.store.list_clients().await? {
+        clients.push(from_row(row)?);
+    }
+    Ok(clients)
+}
+
 fn from_static(configured: &StaticClient) -> Client {
     let name = configured.client_name.trim();
     Client {

@@ -235,3 +235,45 @@ async fn an_operator_lists_and_revokes_and_a_token_reader_reads_the_upstream_tok
     assert_eq!(empty.code(), Code::InvalidArgument);
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lists_configured_and_registered_clients() {
+    let fleet = TestFleet::builder()
+        .control_plane(|config| {
+            config.clients.static_clients = vec![gatehouse_control_plane::clients::StaticClient {
+                client_id: "internal-agent".into(),
+                client_name: "Internal agent".into(),
+                redirect_uris: vec!["https://agent.example.com/callback".into()],
+                client_secret_sha256: None,
+            }];
+        })
+        .spawn()
+        .await;
+    let registered = fleet.register_public().await;
+    let clients = fleet
+        .control_plane
+        .admin()
+        .await
+        .admin()
+        .list_clients(gatehouse::pb::ListClientsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .clients;
+    let listed: Vec<(&str, i32, &str)> = clients
+        .iter()
+        .map(|c| (c.client_id.as_str(), c.kind, c.client_name.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("internal-agent", gatehouse::pb::ClientKind::Static as i32, "Internal agent"),
+            (
+                registered.client_id.as_str(),
+                gatehouse::pb::ClientKind::Dynamic as i32,
+                "Test Client"
+            ),
+        ]
+    );
+    fleet.stop().await;
+}

@@ -1,7 +1,7 @@
 //! `gatehouse.v1.AdminService`: the MCP server registry, virtual keys,
 //! identities, connections (list, refresh, delete) and grants (list, revoke),
-//! the audit log and vault keys. ListClients answers UNIMPLEMENTED until the
-//! fleet issue lands. Every change is audited with the admin caller's name.
+//! clients, the audit log and vault keys. Every change is audited with the
+//! admin caller's name.
 
 use std::sync::Arc;
 
@@ -190,6 +190,13 @@ impl AdminService for Admin {
             .ok_or_else(|| refusal(Code::NotFound, ErrorReason::NotFound, "no such connection"))?;
         Ok(Response::new(pb::DeleteConnectionResponse {
             revoked_upstream: revoked,
+        }))
+    }
+
+    async fn list_clients(&self, _request: Request<pb::ListClientsRequest>) -> Result<Response<pb::ListClientsResponse>, Status> {
+        let clients = crate::clients::list(&self.core).await?;
+        Ok(Response::new(pb::ListClientsResponse {
+            clients: clients.into_iter().map(super::flow::client_to_pb).collect(),
         }))
     }
 

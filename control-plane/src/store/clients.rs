@@ -101,6 +101,13 @@ impl Store {
     }
 
     /// One client by id.
+    /// Every stored client (dynamic registrations and cached metadata documents), newest first.
+    pub async fn list_clients(&self) -> Result<Vec<ClientRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM clients ORDER BY created_at DESC, client_id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.pool()).await?;
+        rows.iter().map(from_row).collect()
+    }
+
     pub async fn get_client(&self, client_id: &str) -> Result<Option<ClientRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM clients WHERE client_id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
