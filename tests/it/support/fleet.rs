@@ -1,5 +1,7 @@
 //! `TestFleet`: one control plane and N data planes on port 0, sharing one
-//! issuer (the first data plane's URL), plus `Browser`, a cookie-keeping HTTP
+//! issuer (the first data plane's URL); `Edge`, what a client sees of any
+//! fleet (its data planes' URLs and the issuer: this one, or the separate
+//! processes of `process_fleet`) and the OAuth steps against it; `Browser`, a cookie-keeping HTTP
 //! client with redirects off that walks the consent pages. Happy-path helpers
 //! assert and return typed values; each has a `_raw` twin returning the
 //! `reqwest::Response` for refusal tests.
@@ -21,12 +23,17 @@ use sha2::{Digest as _, Sha256};
 use super::plane::{DATA_PLANE, TestControlPlane};
 use super::{Backend, TestDb};
 
-/// One control plane and its data planes.
-pub struct TestFleet {
+/// What a client sees of a fleet: its data planes and the issuer they share.
+pub struct Edge {
     /// Every data plane's base URL (`http://127.0.0.1:port`), in start order.
     pub urls: Vec<String>,
     /// The issuer every data plane announces: `urls[0]`.
     pub issuer: String,
+}
+
+/// One control plane and its data planes.
+pub struct TestFleet {
+    edge: Edge,
     pub clock: Arc<TestClock>,
     pub control_plane: TestControlPlane,
     data_planes: Vec<DataPlane>,
@@ -104,8 +111,7 @@ impl FleetBuilder {
             data_planes.push(DataPlane::start(config, listener).await.expect("data plane starts"));
         }
         TestFleet {
-            urls,
-            issuer,
+            edge: Edge { urls, issuer },
             clock,
             control_plane,
             data_planes,
@@ -128,6 +134,36 @@ impl TestFleet {
         Self::builder().data_planes(n).spawn().await
     }
 
+    /// The fleet's database, for "nothing changed" and "nothing stored" checks.
+    pub fn db(&self) -> &TestDb {
+        &self._db
+    }
+
+    /// Stops the control plane (the data planes keep running), for outage tests.
+    pub async fn stop_control_plane(&mut self) {
+        if let Some(plane) = self.control_plane.plane.take() {
+            plane.shutdown().await;
+        }
+    }
+
+    /// Stops everything.
+    pub async fn stop(self) {
+        for plane in self.data_planes {
+            plane.shutdown().await;
+        }
+        self.control_plane.stop().await;
+    }
+}
+
+impl std::ops::Deref for TestFleet {
+    type Target = Edge;
+
+    fn deref(&self) -> &Edge {
+        &self.edge
+    }
+}
+
+impl Edge {
     /// The base URL of data plane `i` (modulo the fleet size, for round-robin walks).
     pub fn url(&self, i: usize) -> &str {
         &self.urls[i % self.urls.len()]
@@ -141,11 +177,6 @@ impl TestFleet {
     /// A new browser with an empty cookie jar.
     pub fn browser(&self) -> Browser {
         Browser::new()
-    }
-
-    /// The fleet's database, for "nothing changed" and "nothing stored" checks.
-    pub fn db(&self) -> &TestDb {
-        &self._db
     }
 
     // === Registration ===
@@ -240,21 +271,6 @@ impl TestFleet {
             request = request.bearer_auth(token);
         }
         request.send().await.expect("/mcp")
-    }
-
-    /// Stops the control plane (the data planes keep running), for outage tests.
-    pub async fn stop_control_plane(&mut self) {
-        if let Some(plane) = self.control_plane.plane.take() {
-            plane.shutdown().await;
-        }
-    }
-
-    /// Stops everything.
-    pub async fn stop(self) {
-        for plane in self.data_planes {
-            plane.shutdown().await;
-        }
-        self.control_plane.stop().await;
     }
 }
 
@@ -364,7 +380,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    async fn from_response(response: Response) -> Self {
+    pub async fn from_response(response: Response) -> Self {
         let status = response.status();
         let headers = response.headers().clone();
         let body: Value = response.json().await.expect("token JSON");
@@ -561,7 +577,7 @@ pub const STATE: &str = "st-8f3a/+ state";
 
 /// Authorizes on data plane `dp` and walks to the identity page; returns the flow id and the page.
 pub async fn start_flow(
-    fleet: &TestFleet,
+    fleet: &Edge,
     browser: &Browser,
     dp: usize,
     client: &RegisteredClient,
@@ -573,7 +589,7 @@ pub async fn start_flow(
 }
 
 /// Chooses Skip and returns the services page.
-pub async fn skip(fleet: &TestFleet, browser: &Browser, dp: usize, flow_id: &str, csrf: &str) -> PageHtml {
+pub async fn skip(fleet: &Edge, browser: &Browser, dp: usize, flow_id: &str, csrf: &str) -> PageHtml {
     let to = browser
         .post_see_other(
             &format!("{}/consent/{flow_id}/identity", fleet.url(dp)),
@@ -585,14 +601,7 @@ pub async fn skip(fleet: &TestFleet, browser: &Browser, dp: usize, flow_id: &str
 }
 
 /// Chooses the virtual key `key` and returns the services page.
-pub async fn choose_virtual_key(
-    fleet: &TestFleet,
-    browser: &Browser,
-    dp: usize,
-    flow_id: &str,
-    csrf: &str,
-    key: &str,
-) -> PageHtml {
+pub async fn choose_virtual_key(fleet: &Edge, browser: &Browser, dp: usize, flow_id: &str, csrf: &str, key: &str) -> PageHtml {
     let to = browser
         .post_see_other(
             &format!("{}/consent/{flow_id}/identity", fleet.url(dp)),
@@ -605,7 +614,7 @@ pub async fn choose_virtual_key(
 
 /// Approves, asserting the 303 to the redirect URI with code, state and iss.
 pub async fn approve(
-    fleet: &TestFleet,
+    fleet: &Edge,
     browser: &Browser,
     dp: usize,
     client: &RegisteredClient,
@@ -655,7 +664,7 @@ pub async fn allow_at_demo(browser: &Browser, demo_base: &str, upstream_url: &st
 /// On the services page of `flow` (its id and CSRF token), connects `service`
 /// at the demo upstream as `account`, landing the callback on data plane `dp`.
 pub async fn connect_demo_service(
-    fleet: &TestFleet,
+    fleet: &Edge,
     browser: &Browser,
     dp: usize,
     (flow_id, csrf): (&str, &str),

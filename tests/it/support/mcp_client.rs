@@ -8,7 +8,7 @@ use reqwest::header;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::fleet::TestFleet;
+use super::fleet::Edge;
 
 pub struct McpClient {
     http: reqwest::Client,
@@ -29,7 +29,7 @@ pub struct Reply {
 }
 
 impl McpClient {
-    pub fn new(fleet: &TestFleet, token: &str) -> Self {
+    pub fn new(fleet: &Edge, token: &str) -> Self {
         Self {
             http: fleet.http(),
             urls: fleet.urls.iter().map(|u| format!("{u}/mcp")).collect(),

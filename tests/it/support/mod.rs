@@ -7,6 +7,7 @@ pub mod http_fixture;
 pub mod mcp_client;
 pub mod mcp_upstream;
 pub mod plane;
+pub mod process_fleet;
 pub mod snapshot;
 pub mod tools;
 pub mod up;
