@@ -6,13 +6,17 @@
 use std::time::Duration;
 
 use gatehouse::demo::{DemoConfig, DemoUpstream};
-use gatehouse::pb::{ConnectionStatus, CreateVirtualKeyRequest, ListConnectionsRequest, QueryAuditLogRequest};
+use gatehouse::pb::{
+    ConnectionStatus, CreateVirtualKeyRequest, ErrorReason, ListConnectionsRequest, QueryAuditLogRequest,
+    ReadUpstreamTokenRequest,
+};
 use gatehouse_control_plane::mcp_servers::{AuthMode, McpServer};
 use gatehouse_control_plane::refresher::refresh_due_once;
 use serde_json::json;
 
 use crate::support::fleet::{Pkce, TestFleet, Tokens, approve, choose_virtual_key, connect_demo_service, start_flow};
 use crate::support::mcp_client::McpClient;
+use crate::support::plane::TOKEN_READER;
 
 /// Upstream access tokens live this long (seconds): the refresher finds a
 /// token due once it expires within two rounds plus the margin (120 s).
@@ -165,8 +169,26 @@ async fn invalid_grant_marks_the_connection_for_re_authorization_in_the_admin_ap
     demo.revoke_all();
     fleet.clock.advance(40);
     assert_eq!(refresh_due_once(&core).await.unwrap().failed, 1);
-    assert_eq!(connection(&fleet).await.status, ConnectionStatus::NeedsReauth as i32);
+    let needing = connection(&fleet).await;
+    assert_eq!(needing.status, ConnectionStatus::NeedsReauth as i32);
     assert_eq!(audited(&fleet, "connection.needs_reauth").await, 1);
+
+    // An internal service asking for the token is told the connection needs re-auth.
+    let refused = fleet
+        .control_plane
+        .client(TOKEN_READER)
+        .await
+        .tokens()
+        .read_upstream_token(ReadUpstreamTokenRequest {
+            identity_id: needing.identity_id.clone(),
+            service: "notes".into(),
+            purpose: "nightly sync".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    let detail = gatehouse::admin_client::error_detail(&refused).expect("an ErrorDetail");
+    assert_eq!(detail.reason, ErrorReason::NeedsReauth as i32);
 
     // Alice's next consent shows it and offers to reconnect; reconnecting fixes it.
     let client = fleet.register_public().await;
