@@ -330,7 +330,8 @@ async fn revocations_on_either_control_plane_reach_both_data_planes_within_a_sec
     fleet.stop();
 }
 
-/// The connection whose upstream account is `account`.
+/// The connection of an identity whose upstream account is `account` (not one
+/// held by an abandoned consent flow).
 async fn connection_of(fleet: &ProcessFleet, account: &str) -> gatehouse::pb::Connection {
     fleet
         .client(0, &fleet.admin_token)
@@ -342,7 +343,7 @@ async fn connection_of(fleet: &ProcessFleet, account: &str) -> gatehouse::pb::Co
         .into_inner()
         .connections
         .into_iter()
-        .find(|c| c.account == account)
+        .find(|c| c.account == account && !c.identity_id.is_empty())
         .unwrap_or_else(|| panic!("a connection of {account}"))
 }
 
