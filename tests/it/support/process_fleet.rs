@@ -4,8 +4,8 @@
 //! one PostgreSQL database (a schema of the machine's server, or a private
 //! server from [`PrivatePostgres`]). Tests kill, stop and restart them.
 //!
-//! Every plane gets a port reserved up front, so a restarted plane comes back
-//! at the address the others know. The demo upstream runs in the test process.
+//! Every plane gets a port chosen up front ([`free_port`]), so a restarted
+//! plane comes back at the address the others know. The demo upstream runs in the test process.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::SocketAddr;
@@ -45,10 +45,7 @@ impl ProcessFleetBuilder {
 
     pub fn start(self) -> ProcessFleet {
         let dir = tempfile::tempdir().expect("temp dir");
-        let reserve = || {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("reserve a port");
-            listener.local_addr().expect("addr")
-        };
+        let reserve = || SocketAddr::from(([127, 0, 0, 1], free_port()));
         let cp_addrs: Vec<SocketAddr> = (0..self.control_planes).map(|_| reserve()).collect();
         let dp_addrs: Vec<SocketAddr> = (0..self.data_planes).map(|_| reserve()).collect();
         let urls: Vec<String> = dp_addrs.iter().map(|a| format!("http://{a}")).collect();
@@ -172,6 +169,28 @@ struct Secrets {
     data_plane: String,
     admin: String,
     token_reader: String,
+}
+
+/// A free loopback port below the kernel's ephemeral range, so no outgoing
+/// connection and no other test's port-0 listener can take it between now and
+/// the moment the plane binds it (and a restarted plane finds it free again).
+/// Never the same port twice in this test binary.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(1).max(10_001));
+    let mut handed_out = HANDED_OUT.lock().expect("ports");
+    for _ in 0..1000 {
+        let port = low + rand::random::<u16>() % (high - low);
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no free port between {low} and {high}");
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -395,11 +414,7 @@ impl PrivatePostgres {
         };
         let temp = tempfile::tempdir().expect("temp dir");
         let dir = temp.path().join("pgdata");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("reserve a port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         // PostgreSQL refuses to run as root: run it as the `postgres` user when we are root.
         let as_root = running_as_root();
         if as_root {
