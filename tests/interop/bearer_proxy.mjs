@@ -48,7 +48,8 @@ const server = http.createServer(async (req, res) => {
         method = message.method;
         if (method === 'tools/call' && typeof message.params?.name === 'string') {
           message.params.name = prefix + message.params.name;
-          if (headers['mcp-name'] !== undefined) headers['mcp-name'] = message.params.name;
+          // The header is mapped on its own, so a header that disagrees with the body still disagrees.
+          if (typeof headers['mcp-name'] === 'string') headers['mcp-name'] = prefix + headers['mcp-name'];
           body = Buffer.from(JSON.stringify(message));
         }
       } catch {

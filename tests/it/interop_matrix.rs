@@ -55,44 +55,56 @@ impl Cell {
     }
 }
 
-/// A conformance run (`{exitCode, checks: [{id, status, errorMessage}]}`):
-/// passed when it exited 0 and no check failed.
-pub fn judge_checks(result: &Value, _allowed: &[&str]) -> Outcome {
-    let checks = result["checks"].as_array().cloned().unwrap_or_default();
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| c["status"] == "FAILURE")
-        .map(|c| {
-            format!(
-                "{}: {}",
-                c["id"].as_str().unwrap_or("?"),
-                c["errorMessage"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+/// A conformance run (`{exitCode, checks: [{scenario, id, status, errorMessage}]}`):
+/// passed when it exited 0 and every failed check is a known one
+/// (`scenario:id` in `known`, the expected-failures baseline the suite was given).
+pub fn judge_checks(result: &Value, known: &[String]) -> Outcome {
     if let Some(error) = result["browserError"].as_str() {
         return Outcome::Fail(format!("browser step: {error}"));
     }
-    if !failed.is_empty() {
-        return Outcome::Fail(failed.join("; "));
+    let checks = result["checks"].as_array().cloned().unwrap_or_default();
+    let key = |c: &Value| format!("{}:{}", c["scenario"].as_str().unwrap_or(""), c["id"].as_str().unwrap_or("?"));
+    let failed: Vec<&Value> = checks.iter().filter(|c| c["status"] == "FAILURE").collect();
+    let (expected, unexpected): (Vec<&Value>, Vec<&Value>) = failed.into_iter().partition(|c| known.contains(&key(c)));
+    if !unexpected.is_empty() {
+        let lines: Vec<String> = unexpected
+            .iter()
+            .map(|c| format!("{}: {}", key(c), c["errorMessage"].as_str().unwrap_or("")))
+            .collect();
+        return Outcome::Fail(lines.join("; "));
     }
     if checks.is_empty() {
         return Outcome::Fail(format!("no checks ran (exit {})", result["exitCode"]));
     }
     if result["exitCode"] != 0 {
-        return Outcome::Fail(format!("exit {}", result["exitCode"]));
+        return Outcome::Fail(format!(
+            "exit {} (a known failure that now passes? remove it from tests/interop/expected-failures.yml)",
+            result["exitCode"]
+        ));
     }
     let passed = checks.iter().filter(|c| c["status"] == "SUCCESS").count();
-    let warnings: Vec<&str> = checks
-        .iter()
-        .filter(|c| c["status"] == "WARNING")
-        .filter_map(|c| c["id"].as_str())
-        .collect();
     let mut detail = format!("{passed} checks passed");
+    if !expected.is_empty() {
+        detail.push_str(&format!(
+            ", {} known failures (tests/interop/expected-failures.yml)",
+            expected.len()
+        ));
+    }
+    let warnings: Vec<String> = checks.iter().filter(|c| c["status"] == "WARNING").map(key).collect();
     if !warnings.is_empty() {
         detail.push_str(&format!(", warnings: {}", warnings.join(", ")));
     }
     Outcome::Pass(detail)
+}
+
+/// The `scenario:check` entries of the expected-failures baseline.
+pub fn known_failures(file: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .map(|l| l.split('#').next().unwrap_or_default().trim().to_owned())
+        .collect()
 }
 
 fn folder() -> PathBuf {

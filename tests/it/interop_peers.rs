@@ -441,6 +441,11 @@ impl Interop {
             .peers_dir
             .join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
         let output_dir = PathBuf::from(args.last().expect("-o DIR last"));
+        let scenario = args
+            .iter()
+            .position(|a| *a == "--scenario")
+            .map(|i| args[i + 1])
+            .unwrap_or_default();
         let mut command = Command::new(&self.node);
         command
             .arg(cli)
@@ -458,8 +463,9 @@ impl Interop {
             let Ok(text) = std::fs::read_to_string(&file) else { continue };
             let list: Vec<Value> = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
             checks.extend(
-                list.into_iter()
-                    .map(|c| json!({"id": c["id"], "status": c["status"], "errorMessage": c["errorMessage"]})),
+                list.into_iter().map(
+                    |c| json!({"scenario": scenario, "id": c["id"], "status": c["status"], "errorMessage": c["errorMessage"]}),
+                ),
             );
         }
         std::fs::write(output_dir.join("stdout.txt"), &output.stdout).ok();
