@@ -9,7 +9,12 @@
 import http from 'node:http';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import {
+  CallToolRequestSchema,
+  CreateMessageResultSchema,
+  ElicitResultSchema,
+  ListToolsRequestSchema,
+} from '@modelcontextprotocol/sdk/types.js';
 
 // A 1×1 red PNG and a 44-byte WAV header with one silent sample.
 const PNG =
@@ -29,6 +34,13 @@ const TOOLS = [
   { name: 'test_multiple_content_types', description: 'Returns text, an image and a resource', inputSchema: empty },
   { name: 'test_error_handling', description: 'Always fails', inputSchema: empty },
   { name: 'test_tool_with_progress', description: 'Reports progress', inputSchema: empty },
+  // The 2026-07-28 diagnostics: this legacy server does what a legacy server
+  // would (log, ask the client mid-call); Gatehouse must keep that off the
+  // modern wire (no log without a log level, no server-to-client requests,
+  // -32021 for a capability the client did not declare).
+  { name: 'test_logging_tool', description: 'Logs a message, then answers', inputSchema: empty },
+  { name: 'test_streaming_elicitation', description: 'Asks the client a question mid-call, then answers', inputSchema: empty },
+  { name: 'test_missing_capability', description: 'Needs the client to sample', inputSchema: empty },
   {
     name: 'json_schema_2020_12_tool',
     description: 'Tool with JSON Schema 2020-12 features',
@@ -90,6 +102,23 @@ async function call(name, request, extra) {
       }
       return { content: [{ type: 'text', text: 'Progress test completed' }] };
     }
+    case 'test_logging_tool':
+      await extra.sendNotification({ method: 'notifications/message', params: { level: 'info', logger: 'conformance', data: 'a log line' } });
+      return { content: [{ type: 'text', text: 'logged' }] };
+    case 'test_streaming_elicitation':
+      // Asked and not awaited: a legacy client would answer; the modern wire has no way to.
+      extra
+        .sendRequest({ method: 'elicitation/create', params: { message: 'Which colour?', requestedSchema: { type: 'object', properties: {} } } }, ElicitResultSchema)
+        .catch(() => {});
+      await sleep(50);
+      return { content: [{ type: 'text', text: 'answered without the elicitation' }] };
+    case 'test_missing_capability': {
+      const sampled = await extra.sendRequest(
+        { method: 'sampling/createMessage', params: { messages: [{ role: 'user', content: { type: 'text', text: 'hi' } }], maxTokens: 10 } },
+        CreateMessageResultSchema,
+      );
+      return { content: [{ type: 'text', text: JSON.stringify(sampled) }] };
+    }
     case 'json_schema_2020_12_tool':
       return { content: [{ type: 'text', text: JSON.stringify(request.params.arguments ?? {}) }] };
     default:
@@ -98,7 +127,7 @@ async function call(name, request, extra) {
 }
 
 function newServer() {
-  const server = new Server({ name: 'interop-conformance-upstream', version: '1.0.0' }, { capabilities: { tools: {} } });
+  const server = new Server({ name: 'interop-conformance-upstream', version: '1.0.0' }, { capabilities: { tools: {}, logging: {} } });
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: TOOLS }));
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) => call(request.params.name, request, extra));
   return server;

@@ -770,6 +770,10 @@ async fn the_2026_wire_is_served_statelessly_with_its_headers_checked() {
         .await;
     let listed = read_reply(response).await.response;
     assert_eq!(listed["result"]["tools"][0]["name"], "plain__echo");
+    // Every 2026-07-28 result has its type; a list its cache hints (per person: private).
+    assert_eq!(listed["result"]["resultType"], "complete");
+    assert_eq!(listed["result"]["ttlMs"], 0);
+    assert_eq!(listed["result"]["cacheScope"], "private");
 
     let call = |id, name: &str, capabilities| {
         modern(
@@ -785,10 +789,38 @@ async fn the_2026_wire_is_served_statelessly_with_its_headers_checked() {
             &[("mcp-method", "tools/call"), ("mcp-name", "plain__echo")],
         )
         .await;
+    let called = read_reply(response).await.response;
+    assert_eq!(called["result"]["structuredContent"]["tool"], "echo");
     assert_eq!(
-        read_reply(response).await.response["result"]["structuredContent"]["tool"],
-        "echo"
+        called["result"]["resultType"], "complete",
+        "the upstream's legacy result, completed"
     );
+
+    // A request whose _meta is missing or lacks a required key: 400, -32602.
+    for (case, body) in [
+        (
+            "no _meta",
+            json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list", "params": {}}).to_string(),
+        ),
+        (
+            "no clientCapabilities",
+            json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list",
+                   "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}})
+            .to_string(),
+        ),
+    ] {
+        let response = mcp.post_raw(&body, &[("mcp-method", "tools/list")]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{case}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], -32602, "{case}");
+    }
+    // ping is gone in 2026-07-28: 404, -32601.
+    let response = mcp
+        .post_raw(&modern(9, "ping", json!({}), json!({})), &[("mcp-method", "ping")])
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32601);
 
     // Headers that do not mirror the body: 400, -32020.
     for (case, headers) in [

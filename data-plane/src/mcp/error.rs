@@ -50,6 +50,10 @@ pub(crate) enum McpError {
     BatchNotAllowed,
     /// 2026-07-28: a required header is missing or does not match the body: 400, -32020.
     HeaderMismatch { id: String, detail: String },
+    /// 2026-07-28: the request's `_meta` lacks a required key: 400, -32602.
+    InvalidMeta { id: String, missing: &'static str },
+    /// 2026-07-28: serving the request needs a client capability it did not declare: 400, -32021.
+    MissingCapability { id: String, capability: String },
     /// 2026-07-28: a modern revision Gatehouse does not speak: 400, -32022.
     UnsupportedModernVersion { id: String, requested: String },
     /// A JSON-RPC error answering request `id` (raw JSON).
@@ -131,6 +135,18 @@ impl McpError {
                 id,
                 jsonrpc::HEADER_MISMATCH,
                 &format!("Header mismatch: {detail}"),
+                None,
+            )),
+            Self::MissingCapability { id, capability } => Some(jsonrpc::error_response(
+                id,
+                jsonrpc::MISSING_REQUIRED_CLIENT_CAPABILITY,
+                &format!("Missing required client capability: {capability}"),
+                Some(&json!({ "requiredCapabilities": { capability.as_str(): {} } })),
+            )),
+            Self::InvalidMeta { id, missing } => Some(jsonrpc::error_response(
+                id,
+                jsonrpc::INVALID_PARAMS,
+                &format!("Invalid params: missing _meta keys: {missing}"),
                 None,
             )),
             Self::UnsupportedModernVersion { id, requested } => Some(jsonrpc::error_response(
@@ -253,6 +269,8 @@ impl IntoResponse for McpError {
             | McpError::UnsupportedVersion { .. }
             | McpError::BatchNotAllowed
             | McpError::HeaderMismatch { .. }
+            | McpError::InvalidMeta { .. }
+            | McpError::MissingCapability { .. }
             | McpError::UnsupportedModernVersion { .. } => {
                 let body = self.rpc_body().unwrap_or_default();
                 json_bytes(StatusCode::BAD_REQUEST, body)

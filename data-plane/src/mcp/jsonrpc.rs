@@ -15,6 +15,8 @@ pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 pub const HEADER_MISMATCH: i64 = -32020;
 /// MCP 2026-07-28 `UnsupportedProtocolVersion`.
 pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+/// 2026-07-28: the request needs a client capability it did not declare.
+pub const MISSING_REQUIRED_CLIENT_CAPABILITY: i64 = -32021;
 
 /// Whether a body is a batch (a JSON array), judged by its first character.
 pub fn is_batch(body: &[u8]) -> bool {

@@ -364,10 +364,7 @@ async fn serve(
         None => {
             let version = wire::header_version(headers)?;
             if wire::MODERN_VERSIONS.contains(&version.as_str()) && message.kind() == Kind::Request {
-                return Err(McpError::HeaderMismatch {
-                    id: message.id_json().to_owned(),
-                    detail: "a 2026-07-28 request must carry _meta io.modelcontextprotocol/protocolVersion".into(),
-                });
+                return Err(wire::missing_meta(message.id_json()));
             }
         }
     }
@@ -375,6 +372,13 @@ async fn serve(
         // Notifications and responses are accepted and dropped: Gatehouse sends
         // no requests to clients and keeps no session they would belong to.
         return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    if modern.is_some() && wire::REMOVED_IN_MODERN.contains(&method) {
+        return Err(McpError::Rpc {
+            id: message.id_json().to_owned(),
+            failure: error::RpcFailure::MethodNotFound(method.to_owned()),
+            modern: true,
+        });
     }
     let call = dispatch::Call {
         state,
@@ -386,9 +390,17 @@ async fn serve(
         modern: modern.as_ref(),
         buffered: false,
     };
-    Ok(match dispatch::dispatch(&call).await? {
-        Reply::Json(body) => json_response(body),
-        Reply::Stream(response) => response,
+    let reply = dispatch::dispatch(&call).await?;
+    // The 2026-07-28 wire: results complete with their type and cache hints,
+    // whatever revision the upstream speaks (legacy replies pass unread).
+    Ok(match (reply, &modern) {
+        (Reply::Json(body), Some(_)) => match wire::complete_result(method, &body) {
+            Some(completed) => json_response(Bytes::from(completed)),
+            None => json_response(body),
+        },
+        (Reply::Json(body), None) => json_response(body),
+        (Reply::Stream(response), Some(modern)) => sse::modern_stream(response, method, message.id_json(), modern).await?,
+        (Reply::Stream(response), None) => response,
     })
 }
 

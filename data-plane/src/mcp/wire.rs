@@ -30,9 +30,28 @@ const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Modern {
     pub(crate) version: String,
+    /// `_meta` holds `clientCapabilities` (required on every request).
+    pub(crate) declared_capabilities: bool,
+    /// The capabilities declared (`sampling`, `elicitation`, `roots`, …).
+    pub(crate) capabilities: Vec<String>,
     /// `clientCapabilities.elicitation.url` was declared on this request.
     pub(crate) url_elicitation: bool,
+    /// `_meta` asks for log messages (`io.modelcontextprotocol/logLevel`).
+    pub(crate) log_level: bool,
 }
+
+/// Methods whose 2026-07-28 results may be cached: they carry `ttlMs` and `cacheScope`.
+const CACHEABLE: [&str; 6] = [
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+/// Methods the 2026-07-28 revision removed (404, -32601 there).
+pub(crate) const REMOVED_IN_MODERN: [&str; 2] = ["ping", "logging/setLevel"];
+const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 
 /// Security: MCP Streamable HTTP (DNS rebinding), SPEC-NOTES §4.1 T2: a
 /// browser's request from an origin other than Gatehouse's own (or an
@@ -100,15 +119,66 @@ pub(crate) fn modern_meta(params: Option<&RawValue>) -> Option<Modern> {
     let value: Value = serde_json::from_str(params.get()).ok()?;
     let meta = value.get("_meta")?;
     let version = meta.get(META_VERSION)?.as_str()?.to_owned();
-    let url_elicitation = meta
-        .get(META_CAPABILITIES)
+    let capabilities = meta.get(META_CAPABILITIES);
+    let url_elicitation = capabilities
         .and_then(|c| c.get("elicitation"))
         .and_then(|e| e.get("url"))
         .is_some_and(Value::is_object);
     Some(Modern {
         version,
+        declared_capabilities: capabilities.is_some_and(Value::is_object),
+        capabilities: capabilities
+            .and_then(Value::as_object)
+            .map(|declared| declared.keys().cloned().collect())
+            .unwrap_or_default(),
         url_elicitation,
+        log_level: meta.get(META_LOG_LEVEL).is_some_and(Value::is_string),
     })
+}
+
+/// A 2026-07-28 result as that revision wants it, from a reply an upstream of
+/// an older revision (or Gatehouse itself) wrote: `resultType` (`complete`
+/// unless it says otherwise) and, for cacheable methods, `ttlMs` and
+/// `cacheScope`. Gatehouse's lists are per person and change when a service
+/// is connected, so they are `private` and not to be reused (`0`). Only the
+/// result's top-level keys are read; the bytes are spliced, not re-serialised.
+/// `None` when the reply has no result object (an error) or needs nothing.
+pub(crate) fn complete_result(method: &str, response: &[u8]) -> Option<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        result: Option<&'a RawValue>,
+    }
+    let envelope: Envelope<'_> = serde_json::from_slice(response).ok()?;
+    let result = envelope.result?;
+    let keys: std::collections::HashMap<std::borrow::Cow<'_, str>, serde::de::IgnoredAny> =
+        serde_json::from_str(result.get()).ok()?;
+    let mut added = String::new();
+    if !keys.contains_key("resultType") {
+        added.push_str(r#""resultType":"complete","#);
+    }
+    if CACHEABLE.contains(&method) {
+        if !keys.contains_key("ttlMs") {
+            added.push_str(r#""ttlMs":0,"#);
+        }
+        if !keys.contains_key("cacheScope") {
+            added.push_str(r#""cacheScope":"private","#);
+        }
+    }
+    if added.is_empty() {
+        return None;
+    }
+    if keys.is_empty() {
+        added.pop();
+    }
+    // The result borrows from `response`: its offset, then just past its `{`.
+    let start = result.get().as_ptr() as usize - response.as_ptr() as usize;
+    let brace = start + result.get().find('{')? + 1;
+    let mut out = Vec::with_capacity(response.len() + added.len());
+    out.extend_from_slice(&response[..brace]);
+    out.extend_from_slice(added.as_bytes());
+    out.extend_from_slice(&response[brace..]);
+    Some(out)
 }
 
 /// Validates a 2026-07-28 request: its revision, and that `MCP-Protocol-Version`,
@@ -134,6 +204,13 @@ pub(crate) fn check_modern(
         return Err(McpError::UnsupportedModernVersion {
             id: id.to_owned(),
             requested: modern.version.clone(),
+        });
+    }
+    // What this revision requires of `_meta` (a later one may require otherwise).
+    if !modern.declared_capabilities {
+        return Err(McpError::InvalidMeta {
+            id: id.to_owned(),
+            missing: META_CAPABILITIES,
         });
     }
     if header("mcp-method").flatten().as_deref() != Some(method) {
@@ -164,6 +241,16 @@ fn decode_header_value(value: &str) -> Option<String> {
     }
 }
 
+/// A request without the 2026-07-28 `_meta` while `MCP-Protocol-Version`
+/// names that revision: 400 with -32602 (the `_meta` is what is invalid; the
+/// header itself is fine).
+pub(crate) fn missing_meta(id: &str) -> McpError {
+    McpError::InvalidMeta {
+        id: id.to_owned(),
+        missing: META_VERSION,
+    }
+}
+
 /// The revision answered to a legacy `initialize`: the client's when
 /// Gatehouse speaks it, else the latest legacy one.
 pub(crate) fn negotiate(requested: Option<&str>) -> &'static str {
@@ -185,6 +272,58 @@ mod tests {
             headers.insert(*name, HeaderValue::from_str(value).unwrap());
         }
         headers
+    }
+
+    fn completed(method: &str, response: &str) -> Option<Value> {
+        complete_result(method, response.as_bytes()).map(|out| serde_json::from_slice(&out).expect("still JSON"))
+    }
+
+    #[test]
+    fn modern_results_get_their_type_and_lists_their_cache_hints() {
+        let call = completed(
+            "tools/call",
+            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"{\"a\":1}"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(call["result"]["resultType"], "complete");
+        assert_eq!(call["result"]["content"][0]["text"], r#"{"a":1}"#, "the rest is untouched");
+        assert!(call["result"].get("ttlMs").is_none(), "a call result is not cacheable");
+        assert_eq!(call["id"], 7);
+
+        let list = completed("tools/list", r#"{"jsonrpc":"2.0","id":"x","result":{}}"#).unwrap();
+        assert_eq!(
+            list["result"],
+            serde_json::json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
+        );
+
+        // What the upstream said stays; an error or a result already complete is left alone.
+        let own = completed(
+            "resources/read",
+            r#"{"jsonrpc":"2.0","id":1,"result":{"ttlMs":5000,"contents":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(own["result"]["ttlMs"], 5000);
+        assert_eq!(own["result"]["cacheScope"], "private");
+        let input = r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":"s"}}"#;
+        assert_eq!(complete_result("tools/call", input.as_bytes()), None);
+        let error = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"no"}}"#;
+        assert_eq!(complete_result("tools/call", error.as_bytes()), None);
+    }
+
+    #[test]
+    fn a_modern_request_must_declare_its_capabilities() {
+        let params =
+            RawValue::from_string(r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"},"name":"t"}"#.to_owned())
+                .unwrap();
+        let modern = modern_meta(Some(&params)).unwrap();
+        assert!(!modern.declared_capabilities);
+        let headers = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "t"),
+        ]);
+        let refused = check_modern(&headers, "1", "tools/call", Some(&params), &modern).unwrap_err();
+        assert!(matches!(refused, McpError::InvalidMeta { .. }), "{refused:?}");
     }
 
     #[test]
@@ -260,7 +399,9 @@ mod tests {
 
     #[test]
     fn modern_headers_must_mirror_the_body() {
-        let params = raw(r#"{"name":"notes__search","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#);
+        let params = raw(
+            r#"{"name":"notes__search","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}"#,
+        );
         let modern = modern_meta(Some(&params)).unwrap();
         let good = [
             ("mcp-protocol-version", "2026-07-28"),
