@@ -12,14 +12,17 @@
 //!   tools the conformance suite's `server` scenarios call.
 //! - Clients: the official conformance suite (`authorization` mode against the
 //!   issuer with chromium walking the consent pages; `server` mode through
-//!   `/mcp`), the Python SDK and the TypeScript SDK, at each protocol revision.
+//!   `/mcp`), the Python SDK and the TypeScript SDK, at each protocol revision:
+//!   the 1.x SDKs at 2025-06-18 and 2025-11-25, the 2.x clients (Python `mcp`
+//!   2.3.0 in `.tools/py2`, `@modelcontextprotocol/client` 2.4.0) at 2026-07-28.
 //!
 //! A person is Debian's chromium (`tests/interop/browser.mjs`): sign in at the
 //! provider, connect `notes`, approve. What passed goes to
 //! `tests/artifacts/interop/matrix.{md,json}`.
 //!
 //! `.ci/run` installs the peers (Node 22 into `.tools/node22`, npm packages
-//! under `tests/interop/`) and runs this suite on its own:
+//! under `tests/interop/`, Python `mcp` 2.x into `.tools/py2`) and runs this
+//! suite on its own:
 //! `cargo test --test it interop -- --ignored`.
 
 #[path = "interop_matrix.rs"]
@@ -76,11 +79,10 @@ async fn run(backend: Backend) {
     //    signed in at the provider and connected to `notes` in chromium; the
     //    per-user server must see that person's token.
     let mut account = 0;
-    let sdks = [("Python SDK", "sdk_client.py"), ("TypeScript SDK", "sdk_client.mjs")];
-    for (client, script) in sdks.into_iter().filter(|_| part("sdk")) {
+    for client in ["Python SDK", "TypeScript SDK"].into_iter().filter(|_| part("sdk")) {
         for revision in REVISIONS {
             account += 1;
-            cells.push(sdk_client(&interop, client, script, revision, &format!("user{account}")).await);
+            cells.push(sdk_client(&interop, client, revision, &format!("user{account}")).await);
         }
     }
 
@@ -142,24 +144,32 @@ async fn conformance_authorization(interop: &Interop) -> Cell {
 
 // === 2. the SDK clients ===
 
-async fn sdk_client(interop: &Interop, client: &str, script: &str, revision: &str, account: &str) -> Cell {
-    let cell = |outcome| Cell::new(client, revision, outcome);
-    if revision == "2026-07-28" {
-        // The pinned 1.x SDKs speak the initialize handshake only.
-        let sdk = if script.ends_with(".py") {
-            "mcp 1.30.0"
-        } else {
-            "@modelcontextprotocol/sdk 1.32.2"
-        };
-        return cell(Outcome::NotApplicable(format!("{sdk} does not speak {revision}")));
+/// Which official client runs at `revision`: the 1.x SDKs speak the
+/// initialize handshake (2025-06-18, 2025-11-25); 2026-07-28 (server/discover,
+/// then per-request `_meta`) takes the 2.x clients, Python `mcp` 2.3.0 in
+/// `.tools/py2` and the npm package `@modelcontextprotocol/client` 2.4.0.
+/// Returns the script and the client package it drives.
+fn sdk_script(client: &str, revision: &str) -> (&'static str, &'static str) {
+    let modern = revision == "2026-07-28";
+    match (client, modern) {
+        ("Python SDK", false) => ("sdk_client.py", "mcp 1.30.0"),
+        ("Python SDK", true) => ("sdk_client2.py", "mcp 2.3.0"),
+        (_, false) => ("sdk_client.mjs", "@modelcontextprotocol/sdk 1.32.2"),
+        (_, true) => ("sdk_client2.mjs", "@modelcontextprotocol/client 2.4.0"),
     }
+}
+
+async fn sdk_client(interop: &Interop, client: &str, revision: &str, account: &str) -> Cell {
+    let cell = |outcome| Cell::new(client, revision, outcome);
+    let (script, package) = sdk_script(client, revision);
     let mcp_url = format!("{}/mcp", interop.issuer);
     let artifacts = interop.artifacts(&format!("{}-{revision}", script.replace('.', "-")));
     let args = [mcp_url.as_str(), revision, account, "Notes", "notes__whoami"];
     let env = [("ARTIFACTS", artifacts.display().to_string())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let result = if script.ends_with(".py") {
-        interop.python_json(script, &args, &env, Duration::from_secs(180)).await
+        let sdk2 = script == "sdk_client2.py";
+        interop.python_json(script, sdk2, &args, &env, Duration::from_secs(180)).await
     } else {
         interop.node_json(script, &args, &env, Duration::from_secs(180)).await
     };
@@ -170,6 +180,18 @@ async fn sdk_client(interop: &Interop, client: &str, script: &str, revision: &st
     let mut problems = Vec::new();
     if result["negotiated"] != revision {
         problems.push(format!("negotiated {} instead of {revision}", result["negotiated"]));
+    }
+    // The 2.x clients reach 2026-07-28 only through server/discover; Python's
+    // "auto" falls back to initialize, so that must not have happened.
+    let discovered = result["discovered"] == true || result["era"] == "modern";
+    if revision == "2026-07-28" && !discovered {
+        problems.push(format!(
+            "not negotiated through server/discover (discovered {}, era {})",
+            result["discovered"], result["era"]
+        ));
+    }
+    if revision == "2026-07-28" {
+        problems.extend(modern_wire(&result["wire"], revision));
     }
     if result["iss"] != interop.issuer.as_str() {
         problems.push(format!("iss {} is not the issuer", result["iss"]));
@@ -188,12 +210,76 @@ async fn sdk_client(interop: &Interop, client: &str, script: &str, revision: &st
         problems.push(format!("notes__whoami answered {}", result["call"]));
     }
     cell(if problems.is_empty() {
+        let negotiation = if discovered {
+            let posts: Vec<String> = result["wire"]
+                .as_array()
+                .map(|w| {
+                    w.iter()
+                        .map(|r| format!("{} {}", r["method"].as_str().unwrap_or("?"), r["status"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "server/discover; on the wire: {} (each 200 with MCP-Protocol-Version, Mcp-Method, _meta); ",
+                posts.join(", ")
+            )
+        } else {
+            "initialize, ".to_owned()
+        };
         Outcome::Pass(format!(
-            "OAuth (sign-in as {account}, notes connected), tools/list, notes__whoami saw {account}'s token"
+            "{package}: OAuth (sign-in as {account}, notes connected), {negotiation}tools/list, notes__whoami saw {account}'s token"
         ))
     } else {
         Outcome::Fail(problems.join("; "))
     })
+}
+
+/// What a 2.x client sent on the 2026-07-28 wire (`wire`: each POST to /mcp
+/// as its script recorded it) and was answered 200 for: server/discover, then
+/// tools/list and tools/call, no initialize; each with `MCP-Protocol-Version`
+/// and `_meta` protocolVersion at `revision`, `_meta` clientCapabilities,
+/// `Mcp-Method` naming the method and, on tools/call, `Mcp-Name` the tool.
+/// Returns what was not so.
+fn modern_wire(wire: &Value, revision: &str) -> Vec<String> {
+    let sent = wire.as_array().cloned().unwrap_or_default();
+    let answered: Vec<&Value> = sent.iter().filter(|r| r["status"] == 200).collect();
+    let methods: Vec<&str> = answered.iter().filter_map(|r| r["method"].as_str()).collect();
+    let mut problems = Vec::new();
+    for method in ["server/discover", "tools/list", "tools/call"] {
+        if !methods.contains(&method) {
+            problems.push(format!("no {method} answered 200 on the wire (sent: {methods:?})"));
+        }
+    }
+    if sent.iter().any(|r| r["method"] == "initialize") {
+        problems.push("the client sent initialize".into());
+    }
+    for request in answered {
+        let method = request["method"].as_str().unwrap_or("?");
+        let keys: Vec<&str> = request["metaKeys"]
+            .as_array()
+            .map(|k| k.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut wrong = Vec::new();
+        if request["protocolVersionHeader"] != revision {
+            wrong.push(format!("MCP-Protocol-Version {}", request["protocolVersionHeader"]));
+        }
+        if request["metaVersion"] != revision {
+            wrong.push(format!("_meta protocolVersion {}", request["metaVersion"]));
+        }
+        if !keys.contains(&"io.modelcontextprotocol/clientCapabilities") {
+            wrong.push(format!("_meta without clientCapabilities ({keys:?})"));
+        }
+        if request["methodHeader"] != method {
+            wrong.push(format!("Mcp-Method {}", request["methodHeader"]));
+        }
+        if method == "tools/call" && request["nameHeader"] != "notes__whoami" {
+            wrong.push(format!("Mcp-Name {}", request["nameHeader"]));
+        }
+        if !wrong.is_empty() {
+            problems.push(format!("{method}: {}", wrong.join(", ")));
+        }
+    }
+    problems
 }
 
 // === 3. conformance server ===

@@ -15,8 +15,6 @@ use crate::support::tools;
 pub enum Outcome {
     Pass(String),
     Fail(String),
-    /// The client cannot take part (said why).
-    NotApplicable(String),
 }
 
 impl Outcome {
@@ -24,13 +22,12 @@ impl Outcome {
         match self {
             Self::Pass(_) => "pass",
             Self::Fail(_) => "FAIL",
-            Self::NotApplicable(_) => "n/a",
         }
     }
 
     pub fn detail(&self) -> &str {
         match self {
-            Self::Pass(d) | Self::Fail(d) | Self::NotApplicable(d) => d,
+            Self::Pass(d) | Self::Fail(d) => d,
         }
     }
 }

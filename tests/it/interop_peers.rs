@@ -29,8 +29,10 @@ use crate::support::{Backend, TestControlPlane, TestDb, tools};
 pub struct Peers {
     /// Node 22 (the conformance suite needs it).
     pub node: PathBuf,
-    /// Python with the `mcp` SDK.
+    /// Python with the `mcp` SDK 1.x (`.tools/py`).
     pub python: PathBuf,
+    /// Python with the `mcp` SDK 2.x (`.tools/py2`), the client that speaks 2026-07-28.
+    pub python2: PathBuf,
     /// `tests/interop/`.
     pub dir: PathBuf,
 }
@@ -43,6 +45,7 @@ impl Peers {
         let installed = node.exists()
             && Path::new("/usr/bin/chromium").exists()
             && [
+                "@modelcontextprotocol/client",
                 "@modelcontextprotocol/conformance",
                 "@modelcontextprotocol/sdk",
                 "oidc-provider",
@@ -55,7 +58,23 @@ impl Peers {
             &if installed { vec![node] } else { vec![] },
         )?;
         let python = tools::python()?;
-        Some(Self { node, python, dir })
+        // mcp 2.x ships its types as the package `mcp_types`; 1.x has none.
+        let python2 = tools::repo().join(".tools/py2/bin/python");
+        let has_sdk2 = python2.exists()
+            && std::process::Command::new(&python2)
+                .args(["-c", "import mcp, mcp_types"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        let python2 = tools::require(
+            "Python with the mcp SDK 2.x (.tools/py2)",
+            &if has_sdk2 { vec![python2] } else { vec![] },
+        )?;
+        Some(Self {
+            node,
+            python,
+            python2,
+            dir,
+        })
     }
 }
 
@@ -114,6 +133,7 @@ pub struct Interop {
     pub peers_dir: PathBuf,
     node: PathBuf,
     python: PathBuf,
+    python2: PathBuf,
     backend: Backend,
     /// Gatehouse's public URL (the issuer).
     pub issuer: String,
@@ -236,6 +256,7 @@ impl Interop {
             peers_dir: peers.dir.clone(),
             node: peers.node.clone(),
             python: peers.python.clone(),
+            python2: peers.python2.clone(),
             backend,
             issuer,
             proxy_url,
@@ -405,9 +426,17 @@ impl Interop {
         self.run_json(command, script, env, limit).await
     }
 
-    /// Runs a Python script of `tests/interop/` and parses the last line it prints.
-    pub async fn python_json(&self, script: &str, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Result<Value, String> {
-        let mut command = Command::new(&self.python);
+    /// Runs a Python script of `tests/interop/` and parses the last line it
+    /// prints: with the `mcp` SDK 2.x (`.tools/py2`) if `sdk2`, else 1.x.
+    pub async fn python_json(
+        &self,
+        script: &str,
+        sdk2: bool,
+        args: &[&str],
+        env: &[(&str, &str)],
+        limit: Duration,
+    ) -> Result<Value, String> {
+        let mut command = Command::new(if sdk2 { &self.python2 } else { &self.python });
         command.arg(self.peers_dir.join(script)).args(args).env("NODE", &self.node);
         self.run_json(command, script, env, limit).await
     }
