@@ -12,6 +12,7 @@ use crate::credentials::{self, Credential, CredentialError};
 use crate::events::Invalidation;
 use crate::mcp_servers::AuthMode;
 use crate::pb::{self, ErrorReason};
+use crate::store::connections::ConnectionRow;
 use crate::{Core, connect_links};
 
 impl From<CredentialError> for Status {
@@ -52,13 +53,39 @@ fn credential_to_pb(credential: Credential) -> pb::UpstreamCredential {
 }
 
 /// The credential of `grant_id` for `service`; `force` names a refused version.
+///
+/// The grant, the service and the connection come from one query (the
+/// cache-off `/mcp` path asks for each call); a connection that needs no
+/// refresh is opened as it stands, anything else goes through
+/// `credentials::oauth_credential` (refresh under the lease).
 async fn credential(core: &Core, grant_id: &str, service: &str, force: Option<&str>) -> Result<Credential, CredentialError> {
-    let identity_id = credentials::grant_identity(core, grant_id).await?;
-    let server = credentials::service(core, service).await?;
+    let Some(rows) = core
+        .store
+        .credential_rows(grant_id, service)
+        .await?
+        .filter(|r| !r.owner.revoked)
+    else {
+        return Err(CredentialError::InvalidGrant);
+    };
+    let server = rows
+        .server
+        .ok_or_else(|| CredentialError::UnknownService(service.to_string()))?;
     match server.auth_mode {
-        AuthMode::Oauth => credentials::oauth_credential(core, &server, &identity_id, force).await,
+        AuthMode::Oauth => match (&rows.connection, force) {
+            (Some(row), None) if !needs_refresh(core, row) => credentials::from_connection(core, &server, row),
+            _ => credentials::oauth_credential(core, &server, &rows.owner.identity_id, force).await,
+        },
         AuthMode::None | AuthMode::StaticHeaders => credentials::shared(&server),
     }
+}
+
+/// Whether `oauth_credential` would refresh `row` first (it expires within
+/// `REFRESH_AHEAD_SECONDS`); a row needing re-authorization is answered as it stands.
+fn needs_refresh(core: &Core, row: &ConnectionRow) -> bool {
+    row.status != "needs_reauth"
+        && row
+            .expires_at
+            .is_some_and(|at| at <= core.now() + credentials::REFRESH_AHEAD_SECONDS)
 }
 
 impl Token {

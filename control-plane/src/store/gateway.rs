@@ -5,7 +5,8 @@
 use sqlx::Row as _;
 
 use super::connections::{self, COLUMNS, ConnectionRow};
-use super::{Store, StoreError, get_i64, get_opt_i64, get_str};
+use super::{Store, StoreError, get_i64, get_opt_i64, get_opt_str, get_str};
+use crate::mcp_servers::McpServer;
 
 /// A grant as the gateway sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,16 @@ pub struct GrantOwner {
     pub identity_id: String,
     /// Whether the grant or its identity is revoked.
     pub revoked: bool,
+}
+
+/// What [`Store::credential_rows`] found for a grant and a service.
+#[derive(Debug, Clone)]
+pub struct CredentialRows {
+    pub owner: GrantOwner,
+    /// `None`: no such service.
+    pub server: Option<McpServer>,
+    /// The grant's identity's connection to the service, if any.
+    pub connection: Option<ConnectionRow>,
 }
 
 /// A connect link row.
@@ -60,6 +71,57 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(connections::from_row).transpose()
+    }
+
+    /// What `GetUpstreamCredential` reads, in one query: the grant and its
+    /// identity, the service entry, and the identity's connection to it.
+    pub async fn credential_rows(&self, grant_id: &str, service: &str) -> Result<Option<CredentialRows>, StoreError> {
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            let connection: Vec<String> = COLUMNS.split(',').map(|c| format!("c.{0} AS {0}", c.trim())).collect();
+            format!(
+                "SELECT g.client_id AS g_client_id, g.identity_id AS g_identity_id, g.revoked_at AS g_revoked_at,
+                     i.revoked_at AS i_revoked_at, s.name AS s_name, s.settings AS s_settings, s.source AS s_source,
+                     s.created_at AS s_created_at, s.updated_at AS s_updated_at, {}
+                 FROM grants g LEFT JOIN identities i ON i.id = g.identity_id
+                     LEFT JOIN mcp_servers s ON s.name = $2
+                     LEFT JOIN connections c ON c.identity_id = g.identity_id AND c.service = $2
+                 WHERE g.id = $1",
+                connection.join(", ")
+            )
+        });
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(grant_id)
+            .bind(service)
+            .fetch_optional(self.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let owner = GrantOwner {
+            grant_id: grant_id.to_owned(),
+            client_id: get_str(&row, "g_client_id")?,
+            identity_id: get_str(&row, "g_identity_id")?,
+            revoked: get_opt_i64(&row, "g_revoked_at")?.is_some() || get_opt_i64(&row, "i_revoked_at")?.is_some(),
+        };
+        let server = match get_opt_str(&row, "s_name")? {
+            None => None,
+            Some(name) => {
+                let mut server: McpServer = serde_json::from_str(&get_str(&row, "s_settings")?)
+                    .map_err(|e| StoreError::Corrupt(format!("mcp_servers.settings of {name:?}: {e}")))?;
+                server.source = get_str(&row, "s_source")?;
+                server.created_at = get_i64(&row, "s_created_at")?;
+                server.updated_at = get_i64(&row, "s_updated_at")?;
+                Some(server)
+            }
+        };
+        let connection = match get_opt_str(&row, "id")? {
+            None => None,
+            Some(_) => Some(connections::from_row(&row)?),
+        };
+        Ok(Some(CredentialRows {
+            owner,
+            server,
+            connection,
+        }))
     }
 
     /// Records whether the grant's client declared URL-mode elicitation.
