@@ -4,12 +4,13 @@
 //! one service their prefixed name names, with the client's raw id and only
 //! `params.name` (or `params.uri`) rewritten; the reply is copied through.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::response::Response;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::aggregate::{self, ListKind};
 use super::error::{McpError, RpcFailure};
@@ -145,32 +146,71 @@ async fn initialize(call: &Call<'_>) -> Result<Reply, McpError> {
     })))
 }
 
-/// The params of a request as an object (absent = empty).
-fn params_object(call: &Call<'_>) -> Result<Map<String, Value>, McpError> {
+/// The members of a request's params object, values left unparsed (absent =
+/// none): the hot path rewrites one member and copies the rest through as the
+/// client sent them, so `arguments` is never parsed or re-serialised here.
+type RawParams<'a> = BTreeMap<String, &'a RawValue>;
+
+/// The params of a request as raw members.
+fn params_object<'a>(call: &Call<'a>) -> Result<RawParams<'a>, McpError> {
     match call.params {
-        None => Ok(Map::new()),
-        Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
-            Ok(Value::Object(map)) => Ok(map),
-            _ => Err(call.fail(RpcFailure::InvalidParams("params must be an object".into()))),
-        },
+        None => Ok(RawParams::new()),
+        Some(raw) => serde_json::from_str::<RawParams<'a>>(raw.get())
+            .map_err(|_| call.fail(RpcFailure::InvalidParams("params must be an object".into()))),
     }
 }
 
+/// A member's value when it is a JSON string.
+fn string_member(params: &RawParams<'_>, key: &str) -> Option<String> {
+    params.get(key).and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+}
+
 /// Keys of a 2026-07-28 retry that belong to Gatehouse, not to the upstream.
-fn strip_gateway_keys(params: &mut Map<String, Value>) {
+fn strip_gateway_keys(params: &mut RawParams<'_>) {
     params.remove("inputResponses");
     params.remove("requestState");
 }
 
-/// The request forwarded upstream: the client's id and method, new params.
-fn upstream_request(call: &Call<'_>, params: &Map<String, Value>) -> Bytes {
-    let params = Value::Object(params.clone());
-    Bytes::from(format!(
-        r#"{{"jsonrpc":"2.0","id":{},"method":{},"params":{}}}"#,
-        call.id,
-        Value::String(call.method.to_owned()),
-        params
-    ))
+/// The request forwarded upstream: the client's id and method, its params
+/// with member `key` set to the string `value`, every other member as sent.
+fn upstream_request(call: &Call<'_>, params: &RawParams<'_>, key: &str, value: &str) -> Bytes {
+    Bytes::from(request_json(call.id, call.method, params, key, value))
+}
+
+/// [`upstream_request`]'s body, from its parts.
+fn request_json(id: &str, method: &str, params: &RawParams<'_>, key: &str, value: &str) -> String {
+    let method = Value::String(method.to_owned()).to_string();
+    let value = Value::String(value.to_owned()).to_string();
+    let members: usize = params.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+    let mut out = String::with_capacity(48 + id.len() + method.len() + members + key.len() + value.len());
+    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    out.push_str(id);
+    out.push_str(r#","method":"#);
+    out.push_str(&method);
+    out.push_str(r#","params":{"#);
+    let mut first = true;
+    let mut member = |out: &mut String, k: &str, v: &str| {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k.to_owned()).to_string());
+        out.push(':');
+        out.push_str(v);
+    };
+    let mut written = false;
+    for (k, v) in params {
+        if k == key {
+            member(&mut out, k, &value);
+            written = true;
+        } else {
+            member(&mut out, k, v.get());
+        }
+    }
+    if !written {
+        member(&mut out, key, &value);
+    }
+    out.push_str("}}");
+    out
 }
 
 /// `tools/call` and `prompts/get`: `<service>__<name>` → the service, its
@@ -178,7 +218,7 @@ fn upstream_request(call: &Call<'_>, params: &Map<String, Value>) -> Bytes {
 async fn call_named(call: &Call<'_>, kind: ListKind) -> Result<Reply, McpError> {
     let what = kind.noun();
     let mut params = params_object(call)?;
-    let Some(name) = params.get("name").and_then(Value::as_str).map(str::to_owned) else {
+    let Some(name) = string_member(&params, "name") else {
         return Err(call.fail(RpcFailure::InvalidParams("name is required".into())));
     };
     let unknown = || {
@@ -202,9 +242,11 @@ async fn call_named(call: &Call<'_>, kind: ListKind) -> Result<Reply, McpError> 
         // Security: a denied tool is unknown, never "forbidden": its existence is not revealed.
         return Err(unknown());
     }
-    // Order: the credential first, so a caller who has not connected the
-    // service gets the connect link even when the catalogue is not known yet.
-    if let Err(err) = call.state.mcp.credential(&call.state.cp, call.caller, service).await {
+    // Order: the credential before a catalogue lookup, so a caller who has not
+    // connected the service gets the connect link even when the catalogue is
+    // not known yet. A plain name needs no lookup: `forward` fetches the
+    // credential first and fails the same way, so it is fetched once.
+    if look_up && let Err(err) = call.state.mcp.credential(&call.state.cp, call.caller, service).await {
         return call_failed(call, service, CallError::Credential(err)).await;
     }
     let upstream_name = match (look_up, plain) {
@@ -218,15 +260,14 @@ async fn call_named(call: &Call<'_>, kind: ListKind) -> Result<Reply, McpError> 
             Err(err) => return call_failed(call, service, err).await,
         },
     };
-    params.insert("name".into(), Value::String(upstream_name));
     strip_gateway_keys(&mut params);
-    forward(call, service, upstream_request(call, &params)).await
+    forward(call, service, upstream_request(call, &params, "name", &upstream_name)).await
 }
 
 /// `resources/read`: `mcp+<service>:<upstream uri>` → the service and its URI.
 async fn read_resource(call: &Call<'_>) -> Result<Reply, McpError> {
     let mut params = params_object(call)?;
-    let Some(uri) = params.get("uri").and_then(Value::as_str).map(str::to_owned) else {
+    let Some(uri) = string_member(&params, "uri") else {
         return Err(call.fail(RpcFailure::InvalidParams("uri is required".into())));
     };
     let unknown = || {
@@ -241,9 +282,8 @@ async fn read_resource(call: &Call<'_>) -> Result<Reply, McpError> {
         .ok_or_else(unknown)?;
     let services = call.state.mcp.services(&call.state.cp).await?;
     let service = services.iter().find(|s| s.name == service_name).ok_or_else(unknown)?;
-    params.insert("uri".into(), Value::String(upstream_uri.to_owned()));
     strip_gateway_keys(&mut params);
-    forward(call, service, upstream_request(call, &params)).await
+    forward(call, service, upstream_request(call, &params, "uri", upstream_uri)).await
 }
 
 /// Sends the request to `service` and hands its reply back as it came.
@@ -300,5 +340,36 @@ pub(super) async fn call_failed(call: &Call<'_>, service: &Service, err: CallErr
             };
             Err(call.fail(RpcFailure::Upstream(message)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(params: &str, key: &str, value: &str) -> Value {
+        let members: RawParams<'_> = serde_json::from_str(params).unwrap();
+        serde_json::from_str(&request_json(r#""a-1""#, "tools/call", &members, key, value)).unwrap()
+    }
+
+    #[test]
+    fn only_the_named_member_is_rewritten() {
+        let params =
+            r#"{"name":"notes__search","arguments":{"q":"x \"y\"","n":1.5e3,"deep":[{"a":null}]},"_meta":{"progressToken":7}}"#;
+        let sent = forwarded(params, "name", "search");
+        let mut expected: Value = serde_json::from_str(params).unwrap();
+        expected["name"] = json!("search");
+        assert_eq!(
+            sent,
+            json!({"jsonrpc": "2.0", "id": "a-1", "method": "tools/call", "params": expected})
+        );
+    }
+
+    #[test]
+    fn a_missing_member_is_added_and_escapes_survive() {
+        let sent = forwarded(r#"{"na\u006de":"x"}"#, "uri", "file:///a\"b");
+        assert_eq!(sent["params"], json!({"name": "x", "uri": "file:///a\"b"}));
+        let sent = forwarded("{}", "name", "t");
+        assert_eq!(sent["params"], json!({"name": "t"}));
     }
 }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -23,6 +23,12 @@ use super::sse::{self, EventSplitter};
 pub(crate) const UPSTREAM_VERSION: &str = "2025-11-25";
 /// Largest JSON reply read from an upstream.
 const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
+// Header names and values of every upstream request, built once.
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 
 /// An upstream session: what initialize negotiated. A cache entry: losing it
 /// only means initializing again.
@@ -68,7 +74,12 @@ pub(crate) enum UpstreamError {
 #[derive(Clone, Debug)]
 pub(crate) struct UpstreamClient {
     http: reqwest::Client,
+    /// Service URLs, parsed once (a parse per call showed in the profile).
+    urls: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, reqwest::Url>>>,
 }
+
+/// Parsed service URLs kept at most (there are a handful of services).
+const MAX_PARSED_URLS: usize = 256;
 
 impl UpstreamClient {
     pub(crate) fn new() -> Result<Self, reqwest::Error> {
@@ -78,7 +89,35 @@ impl UpstreamClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .build()?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            urls: std::sync::Arc::default(),
+        })
+    }
+
+    /// `service.url`, parsed; `None` when it is no URL (the request then
+    /// fails as it would have with the string).
+    fn url(&self, service: &Service) -> Option<reqwest::Url> {
+        let read = self.urls.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(url) = read.get(&service.url) {
+            return Some(url.clone());
+        }
+        drop(read);
+        let url = reqwest::Url::parse(&service.url).ok()?;
+        let mut write = self.urls.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if write.len() >= MAX_PARSED_URLS {
+            write.clear();
+        }
+        write.insert(service.url.clone(), url.clone());
+        Some(url)
+    }
+
+    /// A POST to `service`.
+    fn post_to(&self, service: &Service) -> reqwest::RequestBuilder {
+        match self.url(service) {
+            Some(url) => self.http.post(url),
+            None => self.http.post(&service.url),
+        }
     }
 
     /// POSTs one JSON-RPC message to `service` before `deadline`.
@@ -91,15 +130,14 @@ impl UpstreamClient {
         deadline: Instant,
     ) -> Result<UpstreamReply, UpstreamError> {
         let mut request = self
-            .http
-            .post(&service.url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json, text/event-stream")
+            .post_to(service)
+            .header(header::CONTENT_TYPE, APPLICATION_JSON)
+            .header(header::ACCEPT, ACCEPT_BOTH)
             .body(body);
         if let Some(session) = session {
-            request = request.header("mcp-protocol-version", session.version.as_str());
+            request = request.header(MCP_PROTOCOL_VERSION, session.version.as_str());
             if let Some(id) = &session.session_id {
-                request = request.header("mcp-session-id", id.clone());
+                request = request.header(MCP_SESSION_ID, id.clone());
             }
         }
         for (name, value) in &credential.headers {
@@ -186,10 +224,9 @@ impl UpstreamClient {
         deadline: Instant,
     ) -> Result<(Option<HeaderValue>, UpstreamReply), UpstreamError> {
         let mut request = self
-            .http
-            .post(&service.url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json, text/event-stream")
+            .post_to(service)
+            .header(header::CONTENT_TYPE, APPLICATION_JSON)
+            .header(header::ACCEPT, ACCEPT_BOTH)
             .body(body);
         for (name, value) in &credential.headers {
             request = request.header(name.clone(), value.clone());
