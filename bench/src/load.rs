@@ -48,7 +48,7 @@ const LEGACY_BODY: &str =
     r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fast__echo","arguments":{"text":"hello"}}}"#;
 const DIRECT_BODY: &str =
     r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}"#;
-const MODERN_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fast__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+const MODERN_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fast__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
 
 /// Where and how each mode's calls go.
 pub struct Targets {
@@ -109,14 +109,14 @@ impl Targets {
 }
 
 /// A small, fast generator for picking users (xorshift64*).
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -271,7 +271,7 @@ pub async fn fixed_rate(
     total
 }
 
-fn merge(total: &mut RunResult, result: RunResult) {
+pub fn merge(total: &mut RunResult, result: RunResult) {
     total.latencies_us.extend_from_slice(&result.latencies_us);
     total.service_us.extend_from_slice(&result.service_us);
     total.errors += result.errors;
@@ -280,7 +280,7 @@ fn merge(total: &mut RunResult, result: RunResult) {
     }
 }
 
-fn micros(d: Duration) -> u32 {
+pub fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 

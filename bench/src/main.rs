@@ -10,10 +10,15 @@
 //! `--quick` prints one JSON object; the full run prints markdown tables.
 //! Progress goes to stderr.
 
+mod consent;
 mod cpu;
+mod extra;
 mod fleet;
 mod load;
+mod memory;
 mod oauth;
+mod rpc;
+mod seed;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -58,6 +63,50 @@ struct Args {
     /// Also print the JSON object after the tables of a full run.
     #[arg(long)]
     json: bool,
+    /// What to measure, comma-separated: closed, fixed, rpc, token, flow, memory, idle
+    /// (default: all; with --quick: closed,fixed).
+    #[arg(long, value_delimiter = ',')]
+    phases: Option<Vec<String>>,
+    /// Users in the store at each step of the RPC runs.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    rpc_users: Vec<usize>,
+    /// Length of one RPC run, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    rpc_run_ms: u64,
+    /// Calls in flight at once in the RPC and /token runs.
+    #[arg(long, default_value_t = 32)]
+    rpc_concurrency: usize,
+    /// Calls in flight in the RPC latency runs (light load).
+    #[arg(long, default_value_t = 4)]
+    rpc_latency_concurrency: usize,
+    /// PostgreSQL server for the RPC runs (a database is created and dropped there); "" skips them.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres: String,
+    /// Authorization codes exchanged in the /token run.
+    #[arg(long, default_value_t = 3000)]
+    codes: usize,
+    /// Whole consent flows (with connect) timed one at a time.
+    #[arg(long, default_value_t = 20)]
+    flows: usize,
+    /// Cached grants at each step of the data-plane memory run.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    memory_grants: Vec<usize>,
+    /// Closed loop through the warm data plane only (for profiling: `valgrind --tool=callgrind … --phases closed --only-warm`).
+    #[arg(long)]
+    only_warm: bool,
+    /// Internal: run as the child data plane of the memory run.
+    #[arg(long, hide = true)]
+    child_data_plane: bool,
+}
+
+impl Args {
+    fn phase(&self, name: &str) -> bool {
+        match &self.phases {
+            Some(phases) => phases.iter().any(|p| p == name),
+            None if self.quick => matches!(name, "closed" | "fixed"),
+            None => true,
+        }
+    }
 }
 
 /// The order of one round: every gateway run next to a direct one.
@@ -128,6 +177,9 @@ struct Setup {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.child_data_plane {
+        return memory::child_main();
+    }
     let users = args.users.unwrap_or(if args.quick { 50 } else { 1000 });
     let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 4 });
     let run = Duration::from_millis(args.run_ms.unwrap_or(if args.quick { 1500 } else { 3000 }));
@@ -149,7 +201,16 @@ fn main() -> anyhow::Result<()> {
     let load_rt = runtime(cpu::LOADGEN)?;
 
     let (upstream_url, _) = upstream_rt.block_on(upstream::start())?;
-    let fleet = gatehouse_rt.block_on(fleet::Fleet::start(&upstream_url))?;
+    let demo = if args.phase("flow") {
+        Some(upstream_rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            gatehouse::demo::DemoUpstream::spawn(listener, gatehouse::demo::DemoConfig::default()).await
+        })?)
+    } else {
+        None
+    };
+    let demo_mcp = demo.as_ref().map(gatehouse::demo::DemoUpstream::mcp_url);
+    let fleet = gatehouse_rt.block_on(fleet::Fleet::start(&upstream_url, demo_mcp.as_deref()))?;
     eprintln!(
         "fixture upstream {upstream_url}, Gatehouse {} (caches off: {})",
         fleet.issuer, fleet.cold_url
@@ -160,23 +221,385 @@ fn main() -> anyhow::Result<()> {
         let signup = oauth::sign_up(&fleet.issuer, users, args.signup_concurrency).await?;
         eprintln!("  done in {:.1} s", signup.elapsed.as_secs_f64());
         let targets = Arc::new(Targets::new(&upstream_url, &fleet.issuer, &fleet.cold_url, &signup.tokens)?);
-        prepare_users(&targets, args.signup_concurrency).await?;
         let setup = Setup { users, signup };
+        if !args.phase("closed") && !args.phase("fixed") {
+            return Ok((BTreeMap::new(), BTreeMap::new(), setup));
+        }
+        prepare_users(&targets, args.signup_concurrency).await?;
         measure(&args, &targets, rounds, run, rate_run, setup).await
     });
+    let extras = match &result {
+        Ok(_) => run_extras(
+            &args,
+            &fleet,
+            &gatehouse_rt,
+            &load_rt,
+            demo.as_ref().map(|d| d.base_url().to_owned()),
+        ),
+        Err(_) => Ok(Extras::default()),
+    };
     gatehouse_rt.block_on(fleet.stop());
+    drop(demo);
     let (closed, fixed, setup) = result?;
+    let extras = extras?;
 
-    let report = report_json(&args, &closed, &fixed, &setup, rounds, run, rate_run, started.elapsed());
+    let mut report = report_json(&args, &closed, &fixed, &setup, rounds, run, rate_run, started.elapsed());
+    extras.add_json(&mut report);
     if args.quick {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_tables(&args, &closed, &fixed, &setup, rounds, run, rate_run);
+        if !closed.is_empty() || !fixed.is_empty() {
+            print_tables(&args, &closed, &fixed, &setup, rounds, run, rate_run);
+        }
+        extras.print(&args);
         if args.json {
             println!("\n```json\n{}\n```", serde_json::to_string_pretty(&report)?);
         }
     }
     Ok(())
+}
+
+/// What the phases after the hot path measured.
+#[derive(Default)]
+struct Extras {
+    rpc: Vec<extra::RpcRow>,
+    seeding: Vec<(&'static str, usize, f64)>,
+    token: Option<extra::TokenRows>,
+    flows: Vec<consent::FlowSteps>,
+    memory: Option<extra::MemoryRows>,
+    idle: Option<(Option<u64>, Option<u64>)>,
+}
+
+fn run_extras(
+    args: &Args,
+    fleet: &fleet::Fleet,
+    gatehouse_rt: &tokio::runtime::Runtime,
+    load_rt: &tokio::runtime::Runtime,
+    demo_base: Option<String>,
+) -> anyhow::Result<Extras> {
+    let mut extras = Extras::default();
+    let mut meter = CpuMeter::default();
+    let wants_store = ["rpc", "token", "memory"].iter().any(|p| args.phase(p));
+    if wants_store {
+        let run_id = format!("{:06x}", std::process::id() & 0xff_ffff);
+        let mut seeder = load_rt.block_on(seed::Seeder::connect(&fleet.shared.database_url, &run_id))?;
+        let (client_id, scope, resource) = load_rt.block_on(seeder.grant_shape_of_any())?;
+        let shape = seed::GrantShape {
+            client_id,
+            scope,
+            resource,
+            redirect_uri: oauth::REDIRECT_URI.to_owned(),
+        };
+        if args.phase("rpc") {
+            let options = extra::RpcOptions {
+                levels: args.rpc_users.clone(),
+                concurrency: args.rpc_concurrency,
+                latency_concurrency: args.rpc_latency_concurrency,
+                run: Duration::from_millis(args.rpc_run_ms),
+            };
+            eprintln!("control-plane RPCs on SQLite…");
+            extras.rpc.extend(load_rt.block_on(extra::rpc_levels(
+                "SQLite",
+                &mut seeder,
+                &shape,
+                &fleet.shared,
+                &fleet.shared.cp_url,
+                &options,
+                &mut meter,
+            ))?);
+            extras.seeding.push(("SQLite", seeder.seeded, seeder.took.as_secs_f64()));
+            if !args.postgres.is_empty() {
+                eprintln!("control-plane RPCs on PostgreSQL…");
+                let name = format!("gatehouse_bench_{}", std::process::id());
+                let pg_url = load_rt.block_on(seed::create_postgres_database(&args.postgres, &name))?;
+                let outcome = (|| {
+                    let (control_plane, cp_url) =
+                        gatehouse_rt.block_on(fleet::second_control_plane(&fleet.shared, &fleet.issuer, &pg_url))?;
+                    let measured = load_rt.block_on(async {
+                        let mut pg = seed::Seeder::connect(&pg_url, &run_id).await?;
+                        let rows =
+                            extra::rpc_levels("PostgreSQL", &mut pg, &shape, &fleet.shared, &cp_url, &options, &mut meter).await;
+                        let took = (pg.seeded, pg.took.as_secs_f64());
+                        pg.close().await;
+                        anyhow::Ok((rows?, took))
+                    });
+                    gatehouse_rt.block_on(control_plane.shutdown());
+                    measured
+                })();
+                load_rt.block_on(seed::drop_postgres_database(&args.postgres, &name))?;
+                let (rows, (seeded, took)) = outcome?;
+                extras.rpc.extend(rows);
+                extras.seeding.push(("PostgreSQL", seeded, took));
+            }
+        }
+        if args.phase("token") {
+            eprintln!("/token: code exchange and refresh…");
+            if seeder.seeded == 0 {
+                load_rt.block_on(seeder.seed_users(1000, &shape, &fleet.shared.vault()?, fleet::VAULT_SERVICE))?;
+            }
+            let codes = if args.quick { args.codes.min(500) } else { args.codes };
+            extras.token = Some(load_rt.block_on(extra::token_endpoint(
+                &fleet.issuer,
+                &mut seeder,
+                &shape,
+                codes,
+                args.rpc_concurrency.min(16),
+                Duration::from_millis(args.rpc_run_ms),
+                &mut meter,
+            ))?);
+        }
+        if args.phase("memory") {
+            let most = args.memory_grants.iter().copied().max().unwrap_or(0);
+            if seeder.seeded < most {
+                load_rt.block_on(seeder.seed_users(most, &shape, &fleet.shared.vault()?, fleet::VAULT_SERVICE))?;
+            }
+            eprintln!("data-plane memory (a child process), {:?} cached grants…", args.memory_grants);
+            extras.memory = Some(load_rt.block_on(extra::data_plane_memory(
+                &fleet.shared,
+                &fleet.issuer,
+                &seeder.tokens,
+                &args.memory_grants,
+                Duration::from_millis(args.rpc_run_ms),
+            ))?);
+        }
+        load_rt.block_on(seeder.close());
+    }
+    if args.phase("flow")
+        && let Some(demo_base) = demo_base
+    {
+        eprintln!("{} consent flows with connect, one at a time…", args.flows);
+        extras.flows = load_rt.block_on(extra::consent_flows(&fleet.issuer, &demo_base, args.flows))?;
+    }
+    if args.phase("idle") {
+        eprintln!("idle RSS of gatehouse up…");
+        let settle = Duration::from_secs(3);
+        extras.idle = Some((memory::idle_up_rss(true, settle)?, memory::idle_up_rss(false, settle)?));
+    }
+    Ok(extras)
+}
+
+impl Extras {
+    fn add_json(&self, report: &mut Value) {
+        let Some(out) = report.as_object_mut() else { return };
+        if !self.rpc.is_empty() {
+            let rows: Vec<Value> = self
+                .rpc
+                .iter()
+                .map(|r| {
+                    let mut v = r.summary.json();
+                    v["backend"] = json!(r.backend);
+                    v["users"] = json!(r.users);
+                    v["rpc"] = json!(extra::rpc_label(r.rpc));
+                    v["in_flight"] = json!(r.concurrency);
+                    v
+                })
+                .collect();
+            out.insert("rpc".into(), json!(rows));
+            let seeding: Vec<Value> = self
+                .seeding
+                .iter()
+                .map(|(b, n, s)| json!({"backend": b, "users": n, "seconds": round2(*s)}))
+                .collect();
+            out.insert("seeding".into(), json!(seeding));
+        }
+        if let Some(token) = &self.token {
+            out.insert(
+                "token_endpoint".into(),
+                json!({"concurrency": token.concurrency, "exchange": token.exchange.json(), "refresh": token.refresh.json()}),
+            );
+        }
+        if !self.flows.is_empty() {
+            out.insert("consent_flow_with_connect".into(), extra::flows_json(&self.flows));
+        }
+        if let Some(memory) = &self.memory {
+            let rows: Vec<Value> = memory
+                .rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "grants": r.grants,
+                        "rss_kib": r.rss_kib,
+                        "per_grant_bytes": r.per_grant_bytes.round(),
+                        "marginal_bytes_per_grant": r.marginal_bytes.round(),
+                        "fill_seconds": round2(r.fill_seconds),
+                        "warm": r.warm.json(),
+                        "data_plane_cpu_us_per_call": round2(r.child_cpu_us),
+                    })
+                })
+                .collect();
+            out.insert(
+                "data_plane_memory".into(),
+                json!({"idle_rss_kib": memory.idle_rss_kib, "rows": rows}),
+            );
+        }
+        if let Some((demo, bare)) = self.idle {
+            out.insert(
+                "gatehouse_up_idle_rss_kib".into(),
+                json!({"with_demo": demo, "no_demo": bare}),
+            );
+        }
+    }
+
+    /// Every cost by users: the RPCs on both backends and the data plane's memory and warm calls.
+    fn print_scaling(&self, args: &Args) {
+        let mut levels: Vec<usize> = self.rpc.iter().map(|r| r.users).collect();
+        if let Some(memory) = &self.memory {
+            levels.extend(memory.rows.iter().map(|r| r.grants));
+        }
+        levels.sort_unstable();
+        levels.dedup();
+        if levels.len() < 2 {
+            return;
+        }
+        let rpc = |backend: &str, kind: rpc::Rpc, users: usize| {
+            let row = |concurrency: usize| {
+                self.rpc
+                    .iter()
+                    .find(|r| r.backend == backend && r.rpc == kind && r.users == users && r.concurrency == concurrency)
+            };
+            match (row(args.rpc_concurrency), row(args.rpc_latency_concurrency)) {
+                (Some(busy), Some(light)) => format!("{:.0} / {}", busy.summary.rps, light.summary.p99),
+                _ => "–".to_owned(),
+            }
+        };
+        println!("\n### How each cost grows with users\n");
+        println!(
+            "| users | resolve SQLite: calls/s ({} in flight) / p99 µs ({} in flight) | credential SQLite | resolve PostgreSQL | credential PostgreSQL | data-plane RSS KiB | bytes per cached grant | warm calls/s through the data plane | data-plane CPU/call µs |",
+            args.rpc_concurrency, args.rpc_latency_concurrency
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for users in levels {
+            let memory = self.memory.as_ref().and_then(|m| m.rows.iter().find(|r| r.grants == users));
+            println!(
+                "| {users} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                rpc("SQLite", rpc::Rpc::Resolve, users),
+                rpc("SQLite", rpc::Rpc::Credential, users),
+                rpc("PostgreSQL", rpc::Rpc::Resolve, users),
+                rpc("PostgreSQL", rpc::Rpc::Credential, users),
+                memory.map_or("–".to_owned(), |m| m.rss_kib.to_string()),
+                memory.map_or("–".to_owned(), |m| format!("{:.0}", m.per_grant_bytes)),
+                memory.map_or("–".to_owned(), |m| format!("{:.0}", m.warm.rps)),
+                memory.map_or("–".to_owned(), |m| format!("{:.1}", m.child_cpu_us)),
+            );
+        }
+    }
+
+    fn print(&self, args: &Args) {
+        if !self.rpc.is_empty() {
+            println!(
+                "\n### Control-plane RPCs, closed loop on one HTTP/2 channel, {} calls in flight (throughput) and {} (latency under light load); {} ms runs; each call a random seeded user with a sealed upstream token\n",
+                args.rpc_concurrency, args.rpc_latency_concurrency, args.rpc_run_ms
+            );
+            println!(
+                "| Backend | users (= connections in the vault) | RPC | in flight | calls/s | p50 µs | p99 µs | p99.9 µs | control plane CPU/call µs | PostgreSQL CPU/call µs | client CPU/call µs | machine busy | errors |"
+            );
+            println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for r in &self.rpc {
+                let s = &r.summary;
+                println!(
+                    "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {:.1} | {} | {:.1} | {:.0}% | {} |",
+                    r.backend,
+                    r.users,
+                    extra::rpc_label(r.rpc),
+                    r.concurrency,
+                    s.rps,
+                    s.p50,
+                    s.p99,
+                    s.p999,
+                    s.gatehouse_cpu_us,
+                    if r.backend == "PostgreSQL" {
+                        format!("{:.1}", s.postgres_cpu_us)
+                    } else {
+                        "–".into()
+                    },
+                    s.loadgen_cpu_us,
+                    s.machine_busy_pct,
+                    s.errors
+                );
+                if let Some(err) = &s.first_error {
+                    eprintln!("{} {} {}: first error: {err}", r.backend, r.users, extra::rpc_label(r.rpc));
+                }
+            }
+            for (backend, users, seconds) in &self.seeding {
+                println!(
+                    "\nSeeding {backend}: {users} users (identity, grant, access token, sealed connection) in {seconds:.1} s."
+                );
+            }
+        }
+        if let Some(token) = &self.token {
+            println!(
+                "\n### `POST /token` through the data plane, closed loop, {} connections\n",
+                token.concurrency
+            );
+            println!(
+                "| Grant | calls/s | p50 µs | p99 µs | p99.9 µs | Gatehouse CPU/call µs | load generator CPU/call µs | errors |"
+            );
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+            for (name, s) in [
+                ("authorization_code (exchange)", &token.exchange),
+                ("refresh_token (rotation)", &token.refresh),
+            ] {
+                println!(
+                    "| {name} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {} |",
+                    s.rps, s.p50, s.p99, s.p999, s.gatehouse_cpu_us, s.loadgen_cpu_us, s.errors
+                );
+                if let Some(err) = &s.first_error {
+                    eprintln!("/token {name}: first error: {err}");
+                }
+            }
+        }
+        if !self.flows.is_empty() {
+            let j = extra::flows_json(&self.flows);
+            println!(
+                "\n### One whole consent flow with connect, one at a time ({} flows)\n",
+                self.flows.len()
+            );
+            println!("| Step | p50 µs |");
+            println!("|---|---:|");
+            for (label, key) in [
+                ("register + GET /authorize", "authorize_p50_us"),
+                ("identity page → Skip → services page", "identity_p50_us"),
+                (
+                    "Connect → provider consent → /oauth/callback → services page",
+                    "connect_p50_us",
+                ),
+                ("Approve → code", "approve_p50_us"),
+                ("POST /token", "token_p50_us"),
+                ("**whole flow**", "p50_us"),
+            ] {
+                println!("| {label} | {} |", j[key]);
+            }
+        }
+        if let Some(memory) = &self.memory {
+            println!(
+                "\n### Data-plane memory and warm calls by cached grants (data plane alone in a child process; idle RSS {} KiB)\n",
+                memory.idle_rss_kib
+            );
+            println!(
+                "| cached grants | RSS KiB | (RSS − idle) / grant, bytes | marginal bytes / grant | warm calls/s (32 conns) | p50 µs | p99 µs | data-plane CPU/call µs |"
+            );
+            println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for r in &memory.rows {
+                println!(
+                    "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} |",
+                    r.grants, r.rss_kib, r.per_grant_bytes, r.marginal_bytes, r.warm.rps, r.warm.p50, r.warm.p99, r.child_cpu_us
+                );
+            }
+        }
+        self.print_scaling(args);
+        if let Some((demo, bare)) = self.idle {
+            let show = |v: Option<u64>| {
+                v.map_or("not measured (no gatehouse binary next to this one)".to_owned(), |k| {
+                    format!("{k} KiB")
+                })
+            };
+            println!(
+                "\n### Idle RSS of `gatehouse up`\n\nWith the demo upstream: {}; with `--no-demo`: {}.",
+                show(demo),
+                show(bare)
+            );
+        }
+    }
 }
 
 type Results = (BTreeMap<Mode, Measured>, BTreeMap<Mode, Measured>, Setup);
@@ -195,8 +618,13 @@ async fn measure(
     let mut meter = CpuMeter::default();
     let mut seed = 1u64;
 
+    let (warm_up, order): (&[Mode], &[Mode]) = if args.only_warm {
+        (&[Mode::Warm], &[Mode::Warm])
+    } else {
+        (&[Mode::Direct, Mode::Warm, Mode::Stateless, Mode::Cold], &ROUND)
+    };
     eprintln!("warming up every mode…");
-    for mode in [Mode::Direct, Mode::Warm, Mode::Stateless, Mode::Cold] {
+    for &mode in warm_up {
         let result = load::closed_loop(targets, &clients, mode, Duration::from_millis(400), seed).await;
         seed += 1;
         if result.latencies_us.is_empty() {
@@ -205,6 +633,7 @@ async fn measure(
     }
 
     let mut closed: BTreeMap<Mode, Measured> = BTreeMap::new();
+    let rounds = if args.phase("closed") { rounds } else { 0 };
     for round in 0..rounds {
         eprintln!(
             "closed loop, {} connections, round {}/{rounds} ({} ms runs)…",
@@ -212,7 +641,7 @@ async fn measure(
             round + 1,
             run.as_millis()
         );
-        for mode in ROUND {
+        for &mode in order {
             let before = meter.sample();
             let result = load::closed_loop(targets, &clients, mode, run, seed).await;
             let cpu = meter.sample().since(&before);
@@ -229,7 +658,13 @@ async fn measure(
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(10))
         .build()?;
-    let rate_rounds = if args.quick { 1 } else { 2 };
+    let rate_rounds = if !args.phase("fixed") {
+        0
+    } else if args.quick {
+        1
+    } else {
+        2
+    };
     let rate_order: &[Mode] = if args.quick {
         &[Mode::Direct, Mode::Warm, Mode::Direct, Mode::Stateless]
     } else {

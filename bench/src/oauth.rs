@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
-const REDIRECT_URI: &str = "http://127.0.0.1:33418/callback";
+pub const REDIRECT_URI: &str = "http://127.0.0.1:33418/callback";
 const STATE: &str = "bench";
 
 /// What signing up the users produced.
@@ -94,10 +94,10 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
 }
 
 /// One user's flow; returns the access token, the flow's and the exchange's wall time.
-async fn one_flow(http: &reqwest::Client, base: &str, client_id: &str) -> anyhow::Result<(String, Duration, Duration)> {
+pub async fn one_flow(http: &reqwest::Client, base: &str, client_id: &str) -> anyhow::Result<(String, Duration, Duration)> {
     let started = Instant::now();
-    let verifier = URL_SAFE_NO_PAD.encode(random_bytes());
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let verifier = verifier();
+    let challenge = s256(&verifier);
     let mut jar = Jar::default();
 
     let authorize = url::Url::parse_with_params(
@@ -171,6 +171,16 @@ async fn one_flow(http: &reqwest::Client, base: &str, client_id: &str) -> anyhow
     Ok((token, started.elapsed(), exchange))
 }
 
+/// The PKCE S256 challenge of `verifier`.
+pub fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// A fresh PKCE verifier (43 characters).
+pub fn verifier() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes())
+}
+
 /// 32 random bytes (the PKCE verifier's entropy), from the OS via `RandomState`'s seed
 /// mixed with the time: a benchmark's verifier needs uniqueness, not secrecy.
 fn random_bytes() -> [u8; 32] {
@@ -186,12 +196,12 @@ fn random_bytes() -> [u8; 32] {
 
 /// The cookies of one browser (name → value), ports and paths ignored.
 #[derive(Default)]
-struct Jar {
+pub struct Jar {
     cookies: Vec<(String, String)>,
 }
 
 impl Jar {
-    async fn send(&mut self, mut request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+    pub async fn send(&mut self, mut request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         if !self.cookies.is_empty() {
             let header = self
                 .cookies
@@ -223,7 +233,7 @@ impl Jar {
 }
 
 /// Checks a 303 and returns its Location.
-async fn see_other(response: reqwest::Response, step: &str) -> anyhow::Result<String> {
+pub async fn see_other(response: reqwest::Response, step: &str) -> anyhow::Result<String> {
     let status = response.status();
     let location = response
         .headers()
@@ -237,7 +247,7 @@ async fn see_other(response: reqwest::Response, step: &str) -> anyhow::Result<St
 }
 
 /// The value of hidden input `name` (the templates double-quote attributes).
-fn hidden_field(html: &str, name: &str) -> Option<String> {
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
     let needle = format!(r#"name="{name}" value=""#);
     let start = html.find(&needle)? + needle.len();
     let len = html[start..].find('"')?;
