@@ -122,3 +122,62 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   });
   process.stdout.write(JSON.stringify(response) + '\n');
 }
+
+/**
+ * An SDK `OAuthClientProvider` (the same shape in the 1.x and 2.x TypeScript
+ * clients) whose redirect to the authorization server is a person in chromium
+ * (`consent` above): a public client with `redirect` as its redirect URI
+ * (intercepted, never listened on). After the redirect, `got` holds the
+ * callback's `code`, `state` and `iss`.
+ */
+export class BrowserProvider {
+  constructor({ clientName, redirect, account, service, artifacts }) {
+    this._state = crypto.randomUUID();
+    this._clientName = clientName;
+    this._redirect = redirect;
+    this._consent = { account, service, artifacts };
+    this.got = {};
+  }
+  get redirectUrl() {
+    return this._redirect;
+  }
+  get clientMetadata() {
+    return {
+      client_name: this._clientName,
+      redirect_uris: [this._redirect],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    };
+  }
+  state() {
+    return this._state;
+  }
+  clientInformation() {
+    return this._client;
+  }
+  saveClientInformation(client) {
+    this._client = client;
+  }
+  tokens() {
+    return this._tokens;
+  }
+  saveTokens(tokens) {
+    this._tokens = tokens;
+  }
+  saveCodeVerifier(verifier) {
+    this._verifier = verifier;
+  }
+  codeVerifier() {
+    return this._verifier;
+  }
+  async redirectToAuthorization(url) {
+    Object.assign(this.got, await consent({
+      authorizeUrl: url.toString(),
+      redirectUri: this._redirect,
+      intercept: true,
+      ...this._consent,
+    }));
+    if (this.got.state !== this._state) throw new Error('state mismatch');
+  }
+}

@@ -9,62 +9,10 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
-import { consent } from './browser.mjs';
+import { BrowserProvider } from './browser.mjs';
 
 const REDIRECT = 'http://127.0.0.1:33420/callback'; // intercepted by the browser, never listened on
 const [mcpUrl, revision, account, service, tool] = process.argv.slice(2);
-const got = {};
-
-class BrowserProvider {
-  constructor() {
-    this._state = crypto.randomUUID();
-  }
-  get redirectUrl() {
-    return REDIRECT;
-  }
-  get clientMetadata() {
-    return {
-      client_name: 'interop-typescript-sdk',
-      redirect_uris: [REDIRECT],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-  state() {
-    return this._state;
-  }
-  clientInformation() {
-    return this._client;
-  }
-  saveClientInformation(client) {
-    this._client = client;
-  }
-  tokens() {
-    return this._tokens;
-  }
-  saveTokens(tokens) {
-    this._tokens = tokens;
-  }
-  saveCodeVerifier(verifier) {
-    this._verifier = verifier;
-  }
-  codeVerifier() {
-    return this._verifier;
-  }
-  async redirectToAuthorization(url) {
-    Object.assign(got, await consent({
-      authorizeUrl: url.toString(),
-      redirectUri: REDIRECT,
-      account,
-      service,
-      intercept: true,
-      artifacts: process.env.ARTIFACTS,
-    }));
-    if (got.state !== this._state) throw new Error('state mismatch');
-  }
-}
-
 /** A transport whose initialize asks for `revision` (the SDK always asks for its latest). */
 function transport(provider) {
   const t = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider });
@@ -76,7 +24,14 @@ function transport(provider) {
   return t;
 }
 
-const provider = new BrowserProvider();
+const provider = new BrowserProvider({
+  clientName: 'interop-typescript-sdk',
+  redirect: REDIRECT,
+  account,
+  service,
+  artifacts: process.env.ARTIFACTS,
+});
+const got = provider.got;
 const first = transport(provider);
 try {
   await new Client({ name: 'interop-typescript-sdk', version: '1.0.0' }).connect(first);

@@ -10,67 +10,29 @@ Prints one JSON object: {"negotiated", "tools", "call", "iss"}.
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import mcp.types
 from mcp import ClientSession
-from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamablehttp_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl
+
+from browser_step import MemoryStorage, browser_consent
 
 REDIRECT = "http://127.0.0.1:33419/callback"  # intercepted by the browser, never listened on
 MCP_URL, REVISION, ACCOUNT, SERVICE, TOOL = sys.argv[1:6]
-HERE = Path(__file__).resolve().parent
 
 # mcp 1.x asks for its latest revision; the matrix pins the one under test.
 mcp.types.LATEST_PROTOCOL_VERSION = REVISION
-
-
-class MemoryStorage(TokenStorage):
-    def __init__(self):
-        self.tokens = None
-        self.client = None
-
-    async def get_tokens(self):
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken):
-        self.tokens = tokens
-
-    async def get_client_info(self):
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull):
-        self.client = client_info
 
 
 got = {}
 
 
 async def redirect_handler(url: str) -> None:
-    env = dict(
-        os.environ,
-        AUTHORIZE_URL=url,
-        REDIRECT_URI=REDIRECT,
-        ACCOUNT=ACCOUNT,
-        SERVICE=SERVICE,
-        INTERCEPT="1",
-    )
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [os.environ["NODE"], str(HERE / "browser.mjs")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"the browser step failed:\n{done.stderr[-3000:]}")
-    got.update(json.loads(done.stdout))
+    got.update(await browser_consent(url, REDIRECT, ACCOUNT, SERVICE))
 
 
 async def callback_handler():

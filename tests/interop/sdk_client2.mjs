@@ -12,62 +12,10 @@
 // and protocol version, the MCP-Protocol-Version, Mcp-Method and Mcp-Name
 // headers, and the status Gatehouse answered.
 import { Client, StreamableHTTPClientTransport, UnauthorizedError } from '@modelcontextprotocol/client';
-import { consent } from './browser.mjs';
+import { BrowserProvider } from './browser.mjs';
 
 const REDIRECT = 'http://127.0.0.1:33422/callback'; // intercepted by the browser, never listened on
 const [mcpUrl, revision, account, service, tool] = process.argv.slice(2);
-const got = {};
-
-class BrowserProvider {
-  constructor() {
-    this._state = crypto.randomUUID();
-  }
-  get redirectUrl() {
-    return REDIRECT;
-  }
-  get clientMetadata() {
-    return {
-      client_name: 'interop-typescript-client-2',
-      redirect_uris: [REDIRECT],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-  state() {
-    return this._state;
-  }
-  clientInformation() {
-    return this._client;
-  }
-  saveClientInformation(client) {
-    this._client = client;
-  }
-  tokens() {
-    return this._tokens;
-  }
-  saveTokens(tokens) {
-    this._tokens = tokens;
-  }
-  saveCodeVerifier(verifier) {
-    this._verifier = verifier;
-  }
-  codeVerifier() {
-    return this._verifier;
-  }
-  async redirectToAuthorization(url) {
-    Object.assign(got, await consent({
-      authorizeUrl: url.toString(),
-      redirectUri: REDIRECT,
-      account,
-      service,
-      intercept: true,
-      artifacts: process.env.ARTIFACTS,
-    }));
-    if (got.state !== this._state) throw new Error('state mismatch');
-  }
-}
-
 const wire = [];
 /** fetch that records each POST to the MCP endpoint (the transport's every request goes through it). */
 async function recording(url, init = {}) {
@@ -94,7 +42,14 @@ async function recording(url, init = {}) {
 
 const options = { versionNegotiation: { mode: { pin: revision } } };
 const info = { name: 'interop-typescript-client-2', version: '1.0.0' };
-const provider = new BrowserProvider();
+const provider = new BrowserProvider({
+  clientName: 'interop-typescript-client-2',
+  redirect: REDIRECT,
+  account,
+  service,
+  artifacts: process.env.ARTIFACTS,
+});
+const got = provider.got;
 const first = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider, fetch: recording });
 try {
   await new Client(info, options).connect(first);

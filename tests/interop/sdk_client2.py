@@ -18,39 +18,19 @@ Mcp-Name headers, and the status Gatehouse answered.
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 from mcp import Client
-from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider, TokenStorage
+from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl
+
+from browser_step import MemoryStorage, browser_consent
 
 REDIRECT = "http://127.0.0.1:33421/callback"  # intercepted by the browser, never listened on
 MCP_URL, REVISION, ACCOUNT, SERVICE, TOOL = sys.argv[1:6]
-HERE = Path(__file__).resolve().parent
-
-
-class MemoryStorage(TokenStorage):
-    def __init__(self):
-        self.tokens = None
-        self.client = None
-
-    async def get_tokens(self):
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken):
-        self.tokens = tokens
-
-    async def get_client_info(self):
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull):
-        self.client = client_info
 
 
 got = {}
@@ -80,25 +60,7 @@ async def record(response) -> None:
 
 
 async def redirect_handler(url: str) -> None:
-    env = dict(
-        os.environ,
-        AUTHORIZE_URL=url,
-        REDIRECT_URI=REDIRECT,
-        ACCOUNT=ACCOUNT,
-        SERVICE=SERVICE,
-        INTERCEPT="1",
-    )
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [os.environ["NODE"], str(HERE / "browser.mjs")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"the browser step failed:\n{done.stderr[-3000:]}")
-    got.update(json.loads(done.stdout))
+    got.update(await browser_consent(url, REDIRECT, ACCOUNT, SERVICE))
 
 
 async def callback_handler() -> AuthorizationCodeResult:
