@@ -90,7 +90,7 @@ impl Failover {
         up
     }
 
-    /// The URLs of the replicas currently marked down (for `/readyz` and logs).
+    /// The URLs of the replicas currently marked down.
     #[cfg(test)]
     fn down(&self) -> Vec<String> {
         let now = Instant::now();
