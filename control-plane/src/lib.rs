@@ -22,6 +22,7 @@ pub mod mcp_servers;
 pub mod metrics;
 pub mod outbound;
 pub mod pb;
+pub mod periodic;
 pub mod refresher;
 pub mod secret;
 pub mod sign_in;
@@ -41,9 +42,9 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::config::ControlPlaneConfig;
 use crate::outbound::{Outbound, OutboundError};
+use crate::periodic::Periodic;
 use crate::secret::Secret;
 use crate::store::{Store, StoreError};
-use crate::sweeper::Sweeper;
 use crate::vault::{KeySource, Vault, VaultError};
 
 /// Environment variable holding vault keys when no key file is configured.
@@ -88,8 +89,8 @@ pub enum StartError {
 pub struct ControlPlane {
     addr: SocketAddr,
     core: Arc<Core>,
-    sweeper: Option<Sweeper>,
-    refresher: Option<refresher::Refresher>,
+    sweeper: Option<Periodic>,
+    refresher: Option<Periodic>,
     /// The event relay between replicas (PostgreSQL only); ends when events close.
     relay: Option<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -128,8 +129,8 @@ impl ControlPlane {
             url: store::redact_url(&core.config.database_url),
             source,
         })?;
-        let sweeper = Sweeper::start(core.clone());
-        let refresher = refresher::Refresher::start(core.clone());
+        let sweeper = sweeper::start(core.clone());
+        let refresher = refresher::start(core.clone());
         tracing::info!(target: "gatehouse::control_plane", %addr, backend = ?core.store.backend(), "control plane serving gRPC");
         Ok(Self {
             addr,

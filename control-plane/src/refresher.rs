@@ -10,11 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
 use crate::Core;
 use crate::credentials::{self, REFRESH_AHEAD_SECONDS};
+use crate::periodic::Periodic;
 use crate::store::StoreError;
 
 /// How often the refresher looks for tokens about to expire.
@@ -49,53 +47,20 @@ pub async fn refresh_due_once(core: &Core) -> Result<RefreshReport, StoreError> 
     Ok(report)
 }
 
-/// The running refresher. Dropping it stops the task.
-pub struct Refresher {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Refresher {
-    /// Starts a round every [`REFRESH_INTERVAL`], the first one interval from now.
-    pub fn start(core: Arc<Core>) -> Self {
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = ticks.tick() => {
-                        match refresh_due_once(&core).await {
-                            Ok(report) if report.due > 0 => tracing::debug!(target: "gatehouse::refresher", ?report, "refreshed ahead of expiry"),
-                            Ok(_) => {}
-                            Err(err) => tracing::warn!(target: "gatehouse::refresher", error = %err, "finding tokens to refresh failed; retrying next interval"),
-                        }
-                    }
+/// Starts a round every [`REFRESH_INTERVAL`], the first one interval from now.
+pub fn start(core: Arc<Core>) -> Periodic {
+    Periodic::start(REFRESH_INTERVAL, move || {
+        let core = core.clone();
+        async move {
+            match refresh_due_once(&core).await {
+                Ok(report) if report.due > 0 => {
+                    tracing::debug!(target: "gatehouse::refresher", ?report, "refreshed ahead of expiry")
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(target: "gatehouse::refresher", error = %err, "finding tokens to refresh failed; retrying next interval")
                 }
             }
-        });
-        Self {
-            stop: Some(stop),
-            task: Some(task),
         }
-    }
-
-    /// Stops the task, waiting for a round in progress.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Refresher {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    })
 }

@@ -9,10 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
 use crate::Core;
+use crate::periodic::Periodic;
 use crate::store::StoreError;
 
 /// How often the sweeper runs.
@@ -62,58 +60,18 @@ pub async fn sweep_once(core: &Core, now: i64) -> Result<SweepReport, StoreError
     })
 }
 
-/// The running sweeper task. Dropping it stops the task.
-pub struct Sweeper {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Sweeper {
-    /// Starts sweeping every [`SWEEP_INTERVAL`], the first time one interval from now.
-    pub fn start(core: Arc<Core>) -> Self {
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_INTERVAL, SWEEP_INTERVAL);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = ticks.tick() => {
-                        match sweep_once(&core, core.now()).await {
-                            Ok(report) if report.total() > 0 => {
-                                tracing::debug!(target: "gatehouse::sweeper", ?report, "expired rows deleted");
-                            }
-                            Ok(_) => {}
-                            Err(err) => tracing::warn!(target: "gatehouse::sweeper", error = %err, "sweep failed; retrying next interval"),
-                        }
-                    }
+/// Starts sweeping every [`SWEEP_INTERVAL`], the first time one interval from now.
+pub fn start(core: Arc<Core>) -> Periodic {
+    Periodic::start(SWEEP_INTERVAL, move || {
+        let core = core.clone();
+        async move {
+            match sweep_once(&core, core.now()).await {
+                Ok(report) if report.total() > 0 => {
+                    tracing::debug!(target: "gatehouse::sweeper", ?report, "expired rows deleted");
                 }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(target: "gatehouse::sweeper", error = %err, "sweep failed; retrying next interval"),
             }
-        });
-        Self {
-            stop: Some(stop),
-            task: Some(task),
         }
-    }
-
-    /// Stops the task and waits for a sweep in progress to finish.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take()
-            && let Err(err) = task.await
-            && err.is_panic()
-        {
-            std::panic::resume_unwind(err.into_panic());
-        }
-    }
-}
-
-impl Drop for Sweeper {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    })
 }
