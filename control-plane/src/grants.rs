@@ -197,11 +197,21 @@ pub async fn exchange_code(core: &Core, request: CodeExchange) -> Result<TokenSe
         tracing::warn!(target: "gatehouse::security", reason = "code presented by another client", client_id = %client.client_id, "code exchange refused");
         return Err(GrantError::InvalidGrant(BAD_CODE));
     }
-    // Security: RFC 6749 §4.1.3, when redirect_uri is sent it must be the one the code was sent to.
-    if !request.redirect_uri.is_empty() && request.redirect_uri != code.redirect_uri {
-        tracing::warn!(target: "gatehouse::security", reason = "redirect_uri differs from the authorization request", client_id = %client.client_id, "code exchange refused");
+    // Security: OAuth 2.1 §4.1.3, the code is bound to the redirect URI it was
+    // sent to. When the authorization request named redirect_uri, the token
+    // request must name the identical one: a missing value is refused like a
+    // different one, so a code that leaked from a redirect cannot be redeemed by
+    // leaving the parameter out. Only when /authorize omitted it (a client with
+    // one registered URI) may /token omit it too, and a value sent must still match.
+    let redirect_uri_bound = if request.redirect_uri.is_empty() {
+        !code.redirect_uri_sent
+    } else {
+        request.redirect_uri == code.redirect_uri
+    };
+    if !redirect_uri_bound {
+        tracing::warn!(target: "gatehouse::security", reason = "redirect_uri missing or different from the authorization request", client_id = %client.client_id, "code exchange refused");
         return Err(GrantError::InvalidGrant(
-            "redirect_uri does not match the authorization request",
+            "redirect_uri is missing or differs from the authorization request's",
         ));
     }
     // Security: RFC 7636 §4.6 and RFC 9700 §4.8, every code carries a challenge,

@@ -1233,6 +1233,15 @@ store_test!(
                 ErrorReason::InvalidGrant,
             ),
             (
+                "no redirect_uri, though the authorization request sent one",
+                ExchangeCodeRequest {
+                    redirect_uri: String::new(),
+                    ..exchange(&client_id, &code, &verifier)
+                },
+                Code::InvalidArgument,
+                ErrorReason::InvalidGrant,
+            ),
+            (
                 "another resource",
                 ExchangeCodeRequest {
                     resources: vec!["https://other.example/mcp".into()],
@@ -1281,16 +1290,54 @@ store_test!(
         ] {
             assert_refused(oauth.exchange(request).await, code_status, why, case);
         }
-        // None of the refusals consumed the code or revoked anything.
+        // None of the refusals consumed the code or revoked anything. (RFC 8707:
+        // the resource may be left out; the redirect URI may not.)
         let tokens = oauth
             .exchange(ExchangeCodeRequest {
-                redirect_uri: String::new(),
                 resources: vec![],
                 ..exchange(&client_id, &code, &verifier)
             })
             .await
             .expect("the legitimate exchange still succeeds");
         assert!(oauth.resolve(&tokens.access_token).await.is_ok());
+
+        // OAuth 2.1 §4.1.3: a client with one registered URI that left redirect_uri
+        // out of /authorize may leave it out of /token too, but may not name another.
+        let pkce = Pkce::new();
+        let omitted = oauth
+            .start_flow(StartFlowRequest {
+                redirect_uri: String::new(),
+                ..authorize(&client_id, &pkce)
+            })
+            .await
+            .unwrap();
+        let omitted = Started {
+            flow: FlowRef {
+                flow_id: omitted.flow_id,
+                browser_secret: omitted.browser_secret,
+                remote_addr: "192.0.2.7:5000".into(),
+            },
+            pkce,
+        };
+        let omitted_code = oauth.consent_skip(&omitted).await;
+        assert_refused(
+            oauth
+                .exchange(ExchangeCodeRequest {
+                    redirect_uri: "http://127.0.0.1:8080/callback".into(),
+                    ..exchange(&client_id, &omitted_code, &omitted.pkce.verifier)
+                })
+                .await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidGrant,
+            "another redirect_uri after /authorize omitted it",
+        );
+        oauth
+            .exchange(ExchangeCodeRequest {
+                redirect_uri: String::new(),
+                ..exchange(&client_id, &omitted_code, &omitted.pkce.verifier)
+            })
+            .await
+            .expect("omitted at /authorize, omitted at /token");
 
         // A code past its 5 minutes is refused.
         let late = oauth.open_flow(&client_id).await;

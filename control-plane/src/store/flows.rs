@@ -14,6 +14,9 @@ pub struct FlowRow {
     pub browser_secret_hash: String,
     pub client_id: String,
     pub redirect_uri: String,
+    /// Whether the authorization request carried `redirect_uri` (else the
+    /// client's only registered one was taken); the code inherits it.
+    pub redirect_uri_sent: bool,
     pub code_challenge: String,
     /// Space-separated granted scopes.
     pub scope: String,
@@ -30,16 +33,16 @@ pub struct FlowRow {
     pub outcome: Option<String>,
 }
 
-const COLUMNS: &str = "id, browser_secret_hash, client_id, redirect_uri, code_challenge, scope, resource, state, identity_id, \
-                       notice, created_at, expires_at, consumed_at, outcome";
+const COLUMNS: &str = "id, browser_secret_hash, client_id, redirect_uri, redirect_uri_sent, code_challenge, scope, resource, state, \
+                       identity_id, notice, created_at, expires_at, consumed_at, outcome";
 
 impl Store {
     /// Inserts a new flow.
     pub async fn insert_flow(&self, flow: &FlowRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO flows (id, browser_secret_hash, client_id, redirect_uri, code_challenge, scope, resource, state,
-                 identity_id, notice, created_at, expires_at, consumed_at, outcome)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 identity_id, notice, created_at, expires_at, consumed_at, outcome, redirect_uri_sent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&flow.id)
         .bind(&flow.browser_secret_hash)
@@ -55,6 +58,7 @@ impl Store {
         .bind(flow.expires_at)
         .bind(flow.consumed_at)
         .bind(&flow.outcome)
+        .bind(i64::from(flow.redirect_uri_sent))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -86,6 +90,7 @@ pub struct NewAuthCode<'a> {
     pub client_id: &'a str,
     pub identity_id: &'a str,
     pub redirect_uri: &'a str,
+    pub redirect_uri_sent: bool,
     pub code_challenge: &'a str,
     pub scope: &'a str,
     pub resource: &'a str,
@@ -251,8 +256,8 @@ impl Store {
 
         sqlx::query(
             "INSERT INTO auth_codes (code_hash, client_id, identity_id, redirect_uri, code_challenge, scope, resource,
-                 grant_id, created_at, expires_at, consumed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, NULL)",
+                 grant_id, created_at, expires_at, consumed_at, redirect_uri_sent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, NULL, $10)",
         )
         .bind(code.code_hash)
         .bind(code.client_id)
@@ -263,6 +268,7 @@ impl Store {
         .bind(code.resource)
         .bind(now)
         .bind(code.expires_at)
+        .bind(i64::from(code.redirect_uri_sent))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
@@ -325,6 +331,7 @@ pub(crate) fn from_row(row: &AnyRow) -> Result<FlowRow, StoreError> {
         browser_secret_hash: get_str(row, "browser_secret_hash")?,
         client_id: get_str(row, "client_id")?,
         redirect_uri: get_str(row, "redirect_uri")?,
+        redirect_uri_sent: get_i64(row, "redirect_uri_sent")? != 0,
         code_challenge: get_str(row, "code_challenge")?,
         scope: get_str(row, "scope")?,
         resource: get_str(row, "resource")?,

@@ -17,6 +17,8 @@ pub struct AuthCodeRow {
     pub client_id: String,
     pub identity_id: String,
     pub redirect_uri: String,
+    /// Whether the authorization request carried `redirect_uri`.
+    pub redirect_uri_sent: bool,
     pub code_challenge: String,
     pub scope: String,
     pub resource: String,
@@ -123,8 +125,8 @@ impl Store {
     /// One code by hash.
     pub async fn get_auth_code(&self, code_hash: &str) -> Result<Option<AuthCodeRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT code_hash, client_id, identity_id, redirect_uri, code_challenge, scope, resource, grant_id, created_at,
-                 expires_at, consumed_at
+            "SELECT code_hash, client_id, identity_id, redirect_uri, redirect_uri_sent, code_challenge, scope, resource, grant_id,
+                 created_at, expires_at, consumed_at
              FROM auth_codes WHERE code_hash = $1",
         )
         .bind(code_hash)
@@ -137,6 +139,7 @@ impl Store {
                     client_id: get_str(row, "client_id")?,
                     identity_id: get_str(row, "identity_id")?,
                     redirect_uri: get_str(row, "redirect_uri")?,
+                    redirect_uri_sent: get_i64(row, "redirect_uri_sent")? != 0,
                     code_challenge: get_str(row, "code_challenge")?,
                     scope: get_str(row, "scope")?,
                     resource: get_str(row, "resource")?,
