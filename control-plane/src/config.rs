@@ -69,6 +69,10 @@ fn default_database_url() -> String {
     "sqlite://gatehouse-data/gatehouse.db?mode=rwc".to_string()
 }
 
+fn default_audit_retention_days() -> u32 {
+    90
+}
+
 /// Lifetimes of what the control plane issues, in seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -140,6 +144,11 @@ pub struct ControlPlaneConfig {
     /// User sign-in at an OpenID Connect provider; absent: no "sign in" choice.
     #[serde(default)]
     pub sign_in: Option<crate::sign_in::SignInConfig>,
+    /// Days an audit event is kept before the sweeper deletes it; 0 keeps
+    /// events forever. Every `/register` and `/authorize` adds one, so without
+    /// a bound the log grows with anonymous traffic.
+    #[serde(default = "default_audit_retention_days")]
+    pub audit_retention_days: u32,
     /// The public base URL of the gateway (the OAuth issuer); filled from the
     /// top-level `public_url`.
     #[serde(skip)]
@@ -163,6 +172,7 @@ impl Default for ControlPlaneConfig {
             clients: crate::clients::ClientsConfig::default(),
             trust_proxy_user: false,
             sign_in: None,
+            audit_retention_days: default_audit_retention_days(),
             public_url: String::new(),
             mcp_servers: Vec::new(),
         }

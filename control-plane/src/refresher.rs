@@ -32,8 +32,9 @@ pub struct RefreshReport {
 /// Refreshes every connection whose token expires before the next round
 /// would come plus the usual margin.
 pub async fn refresh_due_once(core: &Core) -> Result<RefreshReport, StoreError> {
-    let horizon = core.now() + REFRESH_AHEAD_SECONDS + REFRESH_INTERVAL.as_secs() as i64 * 2;
-    let due = core.store.connections_due_for_refresh(horizon, BATCH).await?;
+    let now = core.now();
+    let horizon = now + REFRESH_AHEAD_SECONDS + REFRESH_INTERVAL.as_secs() as i64 * 2;
+    let due = core.store.connections_due_for_refresh(now, horizon, BATCH).await?;
     let mut report = RefreshReport {
         due: due.len(),
         failed: 0,

@@ -1660,6 +1660,279 @@ store_test!(sweeper_deletes_what_expired_and_keeps_what_lives, |db| async move {
     oauth.cp.stop().await;
 });
 
+/// Stores a connection owned by `identity_id` whose access token expires at `expires_at`.
+async fn connect_identity(oauth: &Oauth, identity_id: &str, id: &str, expires_at: i64) {
+    let core = oauth.cp.core();
+    let owner = connections::owner(Some(identity_id), None);
+    let seal = |field, value: &str| {
+        core.vault
+            .seal_secret(connections::aad(field, id, &owner, "notes"), &Secret::new(value))
+            .unwrap()
+    };
+    core.store
+        .put_connection(
+            &NewConnection {
+                id,
+                identity_id: Some(identity_id),
+                flow_id: None,
+                service: "notes",
+                account: "someone@notes.example",
+                scopes: "notes.read",
+                access: seal("access_ct", "upstream-at"),
+                refresh: Some(seal("refresh_ct", "upstream-rt")),
+                expires_at: Some(expires_at),
+            },
+            core.now(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Stores an upstream authorization attempt (its state only hashed, its verifier sealed).
+async fn upstream_attempt(oauth: &Oauth, state: &str) {
+    let core = oauth.cp.core();
+    let state_hash = secret::hash(state);
+    let verifier = core
+        .vault
+        .seal_secret(
+            gatehouse_control_plane::store::reseal::aad("upstream_attempts", "verifier_ct", &state_hash, "", "notes"),
+            &Secret::new("verifier"),
+        )
+        .unwrap();
+    let now = core.now();
+    core.store
+        .insert_upstream_attempt(
+            &gatehouse_control_plane::store::upstream::NewAttempt {
+                state_hash: &state_hash,
+                kind: "connect",
+                flow_id: None,
+                identity_id: None,
+                link_id: None,
+                service: "notes",
+                verifier,
+                nonce_hash: None,
+                browser_secret_hash: None,
+                redirect_uri: "http://127.0.0.1:9/oauth/callback",
+                expires_at: now + 600,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+}
+
+/// The identity a token set's grant acts for.
+async fn identity_of(oauth: &Oauth, tokens: &pb::TokenSet) -> String {
+    oauth.resolve(&tokens.access_token).await.unwrap().identity.unwrap().id
+}
+
+async fn exists(db: &TestDb, table: &'static str, column: &'static str, value: &str) -> bool {
+    let mut raw = db.raw().await;
+    let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(value.to_owned())
+        .fetch_one(&mut raw)
+        .await
+        .unwrap()
+        .try_get::<i64, _>(0)
+        .unwrap()
+        > 0
+}
+
+const DAY: i64 = 24 * 3600;
+
+store_test!(sweeper_deletes_what_was_abandoned_and_keeps_what_lives, |db| async move {
+    // Flows live 3 days here, so an identity can have a flow in progress for
+    // longer than the sweeper's grace; refresh tokens idle out after 1.5 days.
+    let oauth = Oauth::start_with(&db, |cfg| {
+        cfg.lifetimes.flow = 3 * DAY;
+        cfg.lifetimes.refresh_token_idle = DAY + DAY / 2;
+        cfg.audit_retention_days = 1;
+    })
+    .await;
+    let core = oauth.cp.core().clone();
+    let t0 = core.now();
+    let far = t0 + 365 * DAY;
+
+    // live: an anonymous grant kept refreshed, with a connection.
+    let (live_client, live_tokens) = oauth.tokens_for_new_client().await;
+    let live = identity_of(&oauth, &live_tokens).await;
+    connect_identity(&oauth, &live, "conn_live", far).await;
+    // revoked: an anonymous grant its client revoked, with a connection.
+    let (revoked_client, revoked_tokens) = oauth.tokens_for_new_client().await;
+    let revoked = identity_of(&oauth, &revoked_tokens).await;
+    connect_identity(&oauth, &revoked, "conn_revoked", far).await;
+    oauth
+        .revoke(public(&revoked_client), &revoked_tokens.refresh_token, "refresh_token")
+        .await
+        .unwrap();
+    // idle: an anonymous grant never refreshed, with a connection.
+    let (_, idle_tokens) = oauth.tokens_for_new_client().await;
+    let idle = identity_of(&oauth, &idle_tokens).await;
+    connect_identity(&oauth, &idle, "conn_idle", far).await;
+    // named: a virtual key's grant, revoked, with a connection.
+    let key = oauth
+        .cp
+        .admin()
+        .await
+        .admin()
+        .create_virtual_key(CreateVirtualKeyRequest { name: "alice".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let named_client = oauth.public_client().await;
+    let named_flow = oauth.open_flow(&named_client).await;
+    oauth
+        .choose(&named_flow.flow, Choice::VirtualKey(key.secret.clone()))
+        .await
+        .unwrap();
+    let named_code = param(&oauth.approve(&named_flow.flow).await.unwrap(), "code").unwrap();
+    let named_tokens = oauth
+        .exchange(exchange(&named_client, &named_code, &named_flow.pkce.verifier))
+        .await
+        .unwrap();
+    let named = identity_of(&oauth, &named_tokens).await;
+    connect_identity(&oauth, &named, "conn_named", far).await;
+    oauth
+        .revoke(public(&named_client), &named_tokens.refresh_token, "refresh_token")
+        .await
+        .unwrap();
+    // denied and abandoned: Skip identities of flows that never became a grant.
+    let denied_flow = oauth.open_flow(&live_client).await;
+    let denied = oauth
+        .choose(&denied_flow.flow, Choice::Skip(true))
+        .await
+        .unwrap()
+        .identity
+        .unwrap()
+        .id;
+    oauth
+        .grpc
+        .flows()
+        .deny(DenyRequest {
+            flow: Some(denied_flow.flow.clone()),
+        })
+        .await
+        .unwrap();
+    let abandoned_flow = oauth.open_flow(&live_client).await;
+    let abandoned = oauth
+        .choose(&abandoned_flow.flow, Choice::Skip(true))
+        .await
+        .unwrap()
+        .identity
+        .unwrap()
+        .id;
+    // An upstream authorization attempt nobody finished.
+    upstream_attempt(&oauth, "gh_st_abandoned").await;
+
+    let nothing = sweep_once(&core, core.now()).await.unwrap();
+    assert_eq!(nothing.total(), 0, "nothing ended long enough ago: {nothing:?}");
+
+    // Nearly a day later: the live grant is refreshed; a flow starts whose
+    // identity will be older than the grace while the flow is still in progress.
+    oauth.clock.advance(DAY - 3600);
+    let live_tokens = oauth.refresh(&live_client, &live_tokens.refresh_token).await.unwrap();
+    let pending_flow = oauth.open_flow(&live_client).await;
+    let pending = oauth
+        .choose(&pending_flow.flow, Choice::Skip(true))
+        .await
+        .unwrap()
+        .identity
+        .unwrap()
+        .id;
+    let report = sweep_once(&core, core.now()).await.unwrap();
+    assert_eq!(
+        report.upstream_attempts, 1,
+        "the attempt expired after 10 minutes: {report:?}"
+    );
+    assert_eq!(
+        (report.grants, report.identities, report.connections, report.audit_events),
+        (0, 0, 0, 0),
+        "what ended less than a day ago is within the grace: {report:?}"
+    );
+
+    // Nearly two days: the idle grant can no longer be refreshed. The refresher keeps
+    // only connections someone can still use: the live grant's and the named
+    // identity's (a virtual key may be used again), not those of anonymous
+    // identities whose grants ended.
+    oauth.clock.advance(DAY);
+    let live_tokens = oauth.refresh(&live_client, &live_tokens.refresh_token).await.unwrap();
+    let mut due: Vec<String> = core
+        .store
+        .connections_due_for_refresh(core.now(), far + 1, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    due.sort();
+    assert_eq!(due, ["conn_live", "conn_named"]);
+
+    // Three days and a few hours: everything that ended more than a day ago goes.
+    oauth.clock.advance(DAY + 6 * 3600);
+    upstream_attempt(&oauth, "gh_st_fresh").await;
+    let live_tokens = oauth.refresh(&live_client, &live_tokens.refresh_token).await.unwrap();
+    let audit_before = count(&db, "SELECT COUNT(*) FROM audit_events").await;
+    let report = sweep_once(&core, core.now()).await.unwrap();
+    assert_eq!(
+        report.grants, 3,
+        "revoked, idle and the named one's revoked grant: {report:?}"
+    );
+    assert_eq!(report.identities, 4, "revoked, idle, denied, abandoned: {report:?}");
+    assert_eq!(report.approved_clients, 2, "the revoked and idle identities': {report:?}");
+    assert_eq!(report.connections, 2, "conn_revoked and conn_idle: {report:?}");
+    assert_eq!(report.upstream_attempts, 0, "the fresh attempt lives: {report:?}");
+    assert!(
+        report.audit_events > 0 && report.audit_events < audit_before as u64,
+        "events older than a day go, the refresh just now stays: {report:?}"
+    );
+
+    for gone in [&revoked, &idle, &denied, &abandoned] {
+        assert!(!exists(&db, "identities", "id", gone).await, "identity {gone} is swept");
+        assert!(!exists(&db, "approved_clients", "identity_id", gone).await);
+        assert!(!exists(&db, "connections", "identity_id", gone).await);
+        assert!(!exists(&db, "grants", "identity_id", gone).await);
+    }
+    for kept in [&live, &named, &pending] {
+        assert!(exists(&db, "identities", "id", kept).await, "identity {kept} is kept");
+    }
+    assert!(exists(&db, "grants", "identity_id", &live).await, "the live grant stays");
+    assert!(
+        !exists(&db, "grants", "identity_id", &named).await,
+        "the named identity's ended grant goes"
+    );
+    for kept in [&live, &named] {
+        assert!(exists(&db, "approved_clients", "identity_id", kept).await);
+        assert!(exists(&db, "connections", "identity_id", kept).await);
+    }
+    assert!(exists(&db, "upstream_attempts", "state_hash", &secret::hash("gh_st_fresh")).await);
+    assert!(!exists(&db, "upstream_attempts", "state_hash", &secret::hash("gh_st_abandoned")).await);
+    let cutoff_ms = (core.now() - DAY) * 1000;
+    let mut raw = db.raw().await;
+    let oldest: i64 = sqlx::query("SELECT MIN(at_ms) FROM audit_events")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert!(oldest >= cutoff_ms, "no audit event older than the retention remains");
+    assert!(
+        oauth.audit_actions().await.iter().any(|a| a == "connection.delete"),
+        "the sweeper's deletes are audited"
+    );
+
+    // What was kept still works: the live grant refreshes, the pending flow approves.
+    oauth.refresh(&live_client, &live_tokens.refresh_token).await.unwrap();
+    let code = param(&oauth.approve(&pending_flow.flow).await.unwrap(), "code").unwrap();
+    oauth
+        .exchange(exchange(&live_client, &code, &pending_flow.pkce.verifier))
+        .await
+        .expect("the flow in progress finishes with its identity");
+    let again = sweep_once(&core, core.now()).await.unwrap();
+    assert_eq!((again.grants, again.identities, again.connections), (0, 0, 0), "{again:?}");
+    oauth.cp.stop().await;
+});
+
 // === Secrets at rest ===
 
 store_test!(raw_database_holds_no_token_code_or_client_secret, |db| async move {

@@ -20,6 +20,7 @@ use gatehouse_control_plane::secret;
 use gatehouse_control_plane::sign_in::SignInConfig;
 use gatehouse_control_plane::store::audit::AuditQuery;
 use gatehouse_control_plane::store::connections::{self, ConnectionRow};
+use gatehouse_control_plane::sweeper::sweep_once;
 use gatehouse_control_plane::upstream::pkce_challenge;
 use reqwest::StatusCode;
 use tonic::Code;
@@ -426,6 +427,71 @@ store_test!(
         let actions: Vec<&str> = actions.iter().map(|e| e.action.as_str()).collect();
         assert!(actions.contains(&"connection.connect"), "{actions:?}");
         assert!(actions.contains(&"connection.disconnect"), "{actions:?}");
+    }
+);
+
+store_test!(
+    connections_of_an_abandoned_anonymous_identity_stop_refreshing_and_are_revoked_when_swept,
+    |db| async move {
+        let up = Upstream::start(&db).await;
+        let core = up.cp.core().clone();
+        // Skip, connect, approve: the connection is the anonymous identity's.
+        // The client never redeems its code, so no grant will ever use it.
+        let flow = up.skipped_flow().await;
+        let callback = up.authorized(&flow, "alice").await;
+        assert!(up.complete(callback.request(&flow)).await.unwrap().connected);
+        up.grpc
+            .flows()
+            .approve(pb::ApproveRequest {
+                flow: Some(flow.clone()),
+            })
+            .await
+            .expect("Approve");
+        let row = up.connections().await.pop().expect("the connection");
+        let identity = row.identity_id.clone().expect("moved to the identity");
+        let access = up.open_access(&row);
+        assert_eq!(up.userinfo_status(&access).await, StatusCode::OK);
+
+        // Two hours on, the code and flow have expired and the upstream token is
+        // due: the refresher leaves it alone, as nobody can use it any more.
+        up.clock.advance(2 * 3600);
+        let report = gatehouse_control_plane::refresher::refresh_due_once(&core).await.unwrap();
+        assert_eq!(report.due, 0, "{report:?}");
+        assert_eq!(up.demo.stats().refreshes(), 0);
+        // Within the grace it stays.
+        let report = sweep_once(&core, core.now()).await.unwrap();
+        assert_eq!((report.connections, report.identities), (0, 0), "{report:?}");
+        assert_eq!(up.connections().await.len(), 1);
+
+        // A day later it goes, revoked at the provider like an administrator's
+        // delete (refresh token and access token), and its identity with it.
+        up.clock.advance(24 * 3600);
+        let report = sweep_once(&core, core.now()).await.unwrap();
+        assert_eq!(
+            (report.connections, report.identities, report.approved_clients),
+            (1, 1, 1),
+            "{report:?}"
+        );
+        assert!(up.connections().await.is_empty());
+        assert_eq!(up.demo.stats().revocations(), 2, "both tokens revoked (RFC 7009)");
+        assert_eq!(up.userinfo_status(&access).await, StatusCode::UNAUTHORIZED);
+        assert!(core.store.get_identity(&identity).await.unwrap().is_none());
+        let deleted = core
+            .store
+            .query_audit(&AuditQuery {
+                action_prefix: Some("connection.delete".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(deleted.len(), 1);
+        assert_eq!(deleted[0].actor, "system:sweeper");
+        assert!(
+            deleted[0].detail.contains(r#""revoked_upstream":true"#),
+            "{}",
+            deleted[0].detail
+        );
     }
 );
 

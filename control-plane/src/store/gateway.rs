@@ -261,16 +261,27 @@ impl Store {
 
     /// Connected per-identity connections with a refresh token whose access
     /// token expires before `before`, soonest first, at most `limit`.
-    pub async fn connections_due_for_refresh(&self, before: i64, limit: i64) -> Result<Vec<ConnectionRow>, StoreError> {
+    ///
+    /// An anonymous identity exists only for its grant: once no grant of it can
+    /// be refreshed at `now` (and no code of it awaits exchange), nobody can use
+    /// its connections again, so they are not kept alive at the provider; the
+    /// sweeper deletes and revokes them.
+    pub async fn connections_due_for_refresh(&self, now: i64, before: i64, limit: i64) -> Result<Vec<ConnectionRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM connections
              WHERE status = 'connected' AND identity_id IS NOT NULL AND refresh_ct IS NOT NULL
                AND expires_at IS NOT NULL AND expires_at < $1
+               AND (NOT EXISTS (SELECT 1 FROM identities i WHERE i.id = connections.identity_id AND i.kind = 'anonymous')
+                    OR EXISTS (SELECT 1 FROM grants g WHERE g.identity_id = connections.identity_id
+                                   AND g.revoked_at IS NULL AND g.idle_expires_at > $3)
+                    OR EXISTS (SELECT 1 FROM auth_codes c WHERE c.identity_id = connections.identity_id
+                                   AND c.consumed_at IS NULL AND c.expires_at > $3))
              ORDER BY expires_at LIMIT $2"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(before)
             .bind(limit)
+            .bind(now)
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(super::connections::from_row).collect()

@@ -18,6 +18,7 @@ pub mod identities;
 pub mod mcp_servers;
 pub mod notify;
 pub mod reseal;
+pub mod sweep;
 pub mod upstream;
 pub mod virtual_keys;
 
