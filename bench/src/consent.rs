@@ -238,10 +238,13 @@ pub async fn flow_with_connect(base: &str, demo_base: &str, service: &str, accou
                 .form(&[("csrf", csrf.as_str()), ("service", service)]),
         )
         .await?;
-    if response.status() != StatusCode::OK {
-        bail!("POST connect: {} {}", response.status(), response.text().await?);
+    // 303 to the continuation page of this origin, which links on to the upstream.
+    let to = see_other(response, "POST connect").await?;
+    let page = jar.send(http.get(format!("{base}{to}"))).await?;
+    if page.status() != StatusCode::OK {
+        bail!("continuation page: {} {}", page.status(), page.text().await?);
     }
-    let html = response.text().await?;
+    let html = page.text().await?;
     let upstream_url = continuation_link(&html).context("no continuation link after Connect")?;
     let page = jar.send(http.get(&upstream_url)).await?.text().await?;
     let mut form = gatehouse::demo::hidden_fields(&page);

@@ -34,8 +34,9 @@ const EXPIRING_WITHIN_SECONDS: i64 = 5 * 60;
 pub enum FlowError {
     #[error("no such consent flow")]
     NotFound,
-    #[error("this consent flow has expired; start again from the application")]
-    Expired,
+    /// The flow outlived `lifetimes.flow` (in seconds), named so the page can say how long a request lasts.
+    #[error("this request has expired: a request must be finished within {}", lifetime_text(*.lifetime))]
+    Expired { lifetime: i64 },
     #[error("this consent flow was already completed")]
     AlreadyConsumed,
     #[error("this consent flow belongs to another browser window; start again from the application")]
@@ -99,7 +100,9 @@ pub async fn open(core: &Core, flow_id: &str, browser_secret: &Secret) -> Result
         return Err(FlowError::AlreadyConsumed);
     }
     if row.expires_at <= core.now() {
-        return Err(FlowError::Expired);
+        return Err(FlowError::Expired {
+            lifetime: core.config.lifetimes.flow,
+        });
     }
     Ok(OpenFlow { row })
 }
@@ -467,6 +470,17 @@ pub async fn set_identity(
     Ok(())
 }
 
+/// `seconds` in words for a page: "15 minutes", "1 minute", "30 seconds".
+pub fn lifetime_text(seconds: i64) -> String {
+    let (n, unit) = if seconds >= 60 && seconds % 60 == 0 {
+        (seconds / 60, "minute")
+    } else {
+        (seconds, "second")
+    };
+    let plural = if n == 1 { "" } else { "s" };
+    format!("{n} {unit}{plural}")
+}
+
 /// The audit actor for an identity.
 pub fn identity_actor(identity_id: &str) -> String {
     format!("identity:{identity_id}")
@@ -479,7 +493,9 @@ async fn reopen(core: &Core, flow_id: &str) -> Result<OpenFlow, FlowError> {
         return Err(FlowError::AlreadyConsumed);
     }
     if row.expires_at <= core.now() {
-        return Err(FlowError::Expired);
+        return Err(FlowError::Expired {
+            lifetime: core.config.lifetimes.flow,
+        });
     }
     Ok(OpenFlow { row })
 }
@@ -614,6 +630,14 @@ pub async fn deny(core: &Core, flow: OpenFlow, remote_addr: &str) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lifetimes_read_as_words() {
+        assert_eq!(lifetime_text(900), "15 minutes");
+        assert_eq!(lifetime_text(60), "1 minute");
+        assert_eq!(lifetime_text(90), "90 seconds");
+        assert_eq!(lifetime_text(1), "1 second");
+    }
 
     #[test]
     fn authorization_response_appends_to_the_query() {

@@ -76,7 +76,7 @@ export async function consent({ authorizeUrl, redirectUri, account, service, int
     await page.getByRole('heading').first().waitFor();
     await shot(page, 'identity');
     await page.getByRole('button', { name: /^sign in$/i }).click();
-    // Gatehouse's continuation page, then (meta refresh) the provider.
+    // 303 to Gatehouse's continuation page, then (meta refresh) the provider.
     await page.waitForURL((u) => !u.href.startsWith(home), { timeout: 20000 });
     await throughProvider(page, home, account, shot, 'sign-in');
     await page.waitForURL(/\/services/);

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::fleet::{
     ClientAuth, Pkce, RegisteredClient, STATE, TestFleet, approve, authorize_params, basic_authorization, continuation_link,
-    location, query_of, skip, start_flow,
+    follow_onward, location, query_of, skip, start_flow,
 };
 
 /// The page headers of docs/consent-flow.md, with `form_targets` after `'self'`.
@@ -980,17 +980,25 @@ async fn connecting_a_service_walks_the_upstream_and_returns_to_the_services_pag
     assert!(services.html.contains("Not connected"));
     let csrf = services.csrf();
 
-    // Connect answers with a continuation page to the upstream, not a cross-origin 303.
+    // Connect answers 303 to a continuation page of this origin (which
+    // `form-action 'self'` allows), never a cross-origin 303 to the upstream.
     let response = browser
         .post_raw(
             &format!("{}/consent/{flow_id}/connect", fleet.url(1)),
             &[("csrf", csrf.as_str()), ("service", "notes")],
         )
         .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_page_headers(response.headers(), "");
+    let onward = location(&response);
+    assert!(onward.starts_with(&format!("/consent/{flow_id}/continue?")), "{onward}");
+    // The page leads on by meta refresh and a link, no JavaScript; any data plane serves it.
+    let response = browser.get_raw(&format!("{}{onward}", fleet.url(0))).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_page_headers(response.headers(), "");
     let html = response.text().await.unwrap();
     assert!(html.contains(r#"http-equiv="refresh""#));
+    assert!(!html.contains("<script"));
     let upstream_url = continuation_link(&html);
     assert!(
         upstream_url.starts_with(&format!("{}/authorize?", demo.base_url())),
@@ -1150,15 +1158,15 @@ async fn signing_in_at_the_openid_provider_makes_a_verified_user_identity() {
     let (flow_id, identity) = start_flow(&fleet, &browser, 0, &client, &pkce).await;
     assert!(identity.html.contains("Sign in with"), "the identity page offers sign-in");
 
-    // Sign in: a continuation page to the provider, which asks for the account.
+    // Sign in: 303 to the continuation page, on to the provider, which asks for the account.
     let response = browser
         .post_raw(
             &format!("{}/consent/{flow_id}/identity", fleet.url(1)),
             &[("csrf", identity.csrf().as_str()), ("choice", "user")],
         )
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let provider_url = continuation_link(&response.text().await.unwrap());
+    assert_page_headers(response.headers(), "");
+    let provider_url = follow_onward(&browser, fleet.url(1), response).await;
     assert!(
         provider_url.starts_with(&format!("{}/authorize?", demo.base_url())),
         "{provider_url}"
@@ -1230,5 +1238,287 @@ async fn a_token_without_the_mcp_scope_gets_403_insufficient_scope() {
         )
         .as_str()
     );
+    fleet.stop().await;
+}
+
+// === Continuation pages, dead ends and lifetimes ===
+
+/// A fleet of two data planes whose control plane knows the demo upstream as
+/// "notes" (OAuth), adjusted by `configure`; the demo's handle comes along.
+async fn fleet_with_notes(
+    configure: impl FnOnce(&mut gatehouse_control_plane::config::ControlPlaneConfig) + Send + 'static,
+) -> (TestFleet, gatehouse::demo::DemoUpstream) {
+    let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let demo = gatehouse::demo::DemoUpstream::spawn(demo_listener, gatehouse::demo::DemoConfig::default())
+        .await
+        .unwrap();
+    let demo_mcp = demo.mcp_url();
+    let fleet = TestFleet::builder()
+        .data_planes(2)
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = true;
+            config.mcp_servers = vec![McpServer {
+                name: "notes".into(),
+                display_name: "Demo Notes".into(),
+                url: demo_mcp,
+                auth_mode: AuthMode::Oauth,
+                ..Default::default()
+            }];
+            configure(config);
+        })
+        .spawn()
+        .await;
+    (fleet, demo)
+}
+
+/// Posts Connect for "notes" on data plane `dp` and follows the 303 and the
+/// continuation page; returns the upstream's authorization URL.
+async fn connect_notes(
+    fleet: &TestFleet,
+    browser: &crate::support::fleet::Browser,
+    dp: usize,
+    flow_id: &str,
+    csrf: &str,
+) -> String {
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/connect", fleet.url(dp)),
+            &[("csrf", csrf), ("service", "notes")],
+        )
+        .await;
+    follow_onward(browser, fleet.url(dp), response).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_continuation_page_shows_only_what_this_browser_was_sent_there_with() {
+    let (fleet, demo) = fleet_with_notes(|_| {}).await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let pkce = Pkce::new();
+    let (flow_id, identity) = start_flow(&fleet, &browser, 0, &client, &pkce).await;
+    let services = skip(&fleet, &browser, 0, &flow_id, &identity.csrf()).await;
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/connect", fleet.url(0)),
+            &[("csrf", services.csrf().as_str()), ("service", "notes")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let onward = location(&response);
+    let query = query_of(&format!("{}{onward}", fleet.url(0)));
+    let upstream_url = query["to"][0].clone();
+    assert!(upstream_url.starts_with(demo.base_url()), "{upstream_url}");
+
+    // Another browser (no flow cookie, or another flow's) is shown nothing.
+    let stranger = fleet.browser();
+    let html = assert_error_page(
+        stranger.get_raw(&format!("{}{onward}", fleet.url(1))).await,
+        StatusCode::FORBIDDEN,
+        "no flow cookie",
+    )
+    .await;
+    assert!(!html.contains(demo.base_url()), "{html}");
+    let (_, _) = start_flow(&fleet, &stranger, 0, &client, &Pkce::new()).await;
+    let cookie = stranger.cookie("gatehouse-flow").unwrap();
+    let (_, other_secret) = cookie.split_once('~').unwrap();
+    stranger.set_cookie("gatehouse-flow", Some(&format!("{flow_id}~{other_secret}")));
+    let html = assert_error_page(
+        stranger.get_raw(&format!("{}{onward}", fleet.url(1))).await,
+        StatusCode::FORBIDDEN,
+        "another browser's secret",
+    )
+    .await;
+    assert!(!html.contains(demo.base_url()), "{html}");
+
+    // A URL swapped in is no open redirect, and the page leads back to the request.
+    let forged = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("to", "https://evil.example/")
+        .append_pair("sig", &query["sig"][0])
+        .finish();
+    let html = assert_error_page(
+        browser
+            .get_raw(&format!("{}/consent/{flow_id}/continue?{forged}", fleet.url(0)))
+            .await,
+        StatusCode::FORBIDDEN,
+        "forged URL",
+    )
+    .await;
+    assert!(!html.contains("evil.example"), "{html}");
+    assert!(html.contains(&format!(r#"href="/consent/{flow_id}""#)), "{html}");
+
+    // The browser that posted goes on.
+    let page = browser.page(&format!("{}{onward}", fleet.url(1))).await;
+    assert_eq!(continuation_link(&page.html), upstream_url);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answer_after_its_state_expired_leads_back_to_the_services_page() {
+    let (fleet, demo) = fleet_with_notes(|_| {}).await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let pkce = Pkce::new();
+    let (flow_id, identity) = start_flow(&fleet, &browser, 0, &client, &pkce).await;
+    let csrf = skip(&fleet, &browser, 0, &flow_id, &identity.csrf()).await.csrf();
+    let upstream_url = connect_notes(&fleet, &browser, 0, &flow_id, &csrf).await;
+    let callback = crate::support::fleet::allow_at_demo(&browser, demo.base_url(), &upstream_url, "alice").await;
+
+    // The upstream state lives 10 minutes, the flow 15: the flow goes on.
+    fleet.clock.advance(10 * 60 + 1);
+    let response = browser.get_raw(&callback.replacen(&fleet.issuer, fleet.url(1), 1)).await;
+    let html = assert_error_page(response, StatusCode::GONE, "expired upstream state").await;
+    let back = format!("/consent/{flow_id}/services");
+    assert!(html.contains(&format!(r#"href="{back}""#)), "a way back: {html}");
+    assert!(html.contains("still open"), "{html}");
+
+    // The same answer again (the state is spent or expired): still a way back.
+    let response = browser.get_raw(&callback.replacen(&fleet.issuer, fleet.url(0), 1)).await;
+    let status = response.status();
+    let html = response.text().await.unwrap();
+    assert!(status == StatusCode::GONE || status == StatusCode::CONFLICT, "{status}");
+    assert!(html.contains(&format!(r#"href="{back}""#)), "{html}");
+
+    // Back on the services page, Connect again works.
+    let services = browser.page(&format!("{}{back}", fleet.url(0))).await;
+    assert!(services.html.contains("Not connected"), "{}", services.html);
+    let upstream_url = connect_notes(&fleet, &browser, 1, &flow_id, &services.csrf()).await;
+    let callback = crate::support::fleet::allow_at_demo(&browser, demo.base_url(), &upstream_url, "alice").await;
+    let response = browser.get_raw(&callback.replacen(&fleet.issuer, fleet.url(0), 1)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), back);
+    let services = browser.page(&format!("{}{back}", fleet.url(0))).await;
+    assert!(services.html.contains("Connected as alice"), "{}", services.html);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_error_at_the_callback_lands_on_the_services_page_with_the_reason() {
+    let (fleet, demo) = fleet_with_notes(|_| {}).await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let pkce = Pkce::new();
+    let (flow_id, identity) = start_flow(&fleet, &browser, 0, &client, &pkce).await;
+    let csrf = skip(&fleet, &browser, 0, &flow_id, &identity.csrf()).await.csrf();
+    let upstream_url = connect_notes(&fleet, &browser, 0, &flow_id, &csrf).await;
+
+    // The person denies at the provider: it sends error=access_denied&state=… back.
+    let callback = crate::support::fleet::decide_at_demo(&browser, demo.base_url(), &upstream_url, "alice", "deny").await;
+    assert!(
+        callback.starts_with(&format!("{}/oauth/callback?", fleet.issuer)),
+        "{callback}"
+    );
+    let query = query_of(&callback);
+    assert_eq!(query["error"], vec!["access_denied".to_owned()]);
+    assert!(query.contains_key("state") && !query.contains_key("code"));
+    let response = browser.get_raw(&callback.replacen(&fleet.issuer, fleet.url(1), 1)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "no dead end");
+    assert_eq!(location(&response), format!("/consent/{flow_id}/services"));
+    let services = browser.page(&format!("{}/consent/{flow_id}/services", fleet.url(0))).await;
+    assert!(services.html.contains(r#"class="notice""#), "{}", services.html);
+    assert!(services.html.contains("access_denied"), "the reason: {}", services.html);
+    assert!(services.html.contains("The user denied the request."), "{}", services.html);
+    assert!(services.html.contains("Not connected"));
+    // The notice is shown once; the flow goes on to Approve.
+    let services = browser.page(&format!("{}/consent/{flow_id}/services", fleet.url(1))).await;
+    assert!(!services.html.contains("access_denied"));
+    approve(&fleet, &browser, 1, &client, &flow_id, &services.csrf(), &pkce).await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_cookie_and_the_expired_page_follow_the_configured_flow_lifetime() {
+    let fleet = TestFleet::builder()
+        .control_plane(|config| config.lifetimes.flow = 120)
+        .spawn()
+        .await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let response = browser
+        .authorize_raw(fleet.url(0), &authorize_params(&client, &Pkce::new(), STATE))
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let set_cookie = response.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("; Max-Age=120"), "{set_cookie}");
+    let flow_id = location(&response).strip_prefix("/consent/").unwrap().to_owned();
+
+    fleet.clock.advance(121);
+    let html = assert_error_page(
+        browser.get_raw(&format!("{}/consent/{flow_id}/identity", fleet.url(0))).await,
+        StatusCode::GONE,
+        "expired flow",
+    )
+    .await;
+    assert!(html.contains("2 minutes"), "the configured lifetime: {html}");
+    assert!(!html.contains("15 minutes"), "{html}");
+    assert!(html.contains("Return to your application and start again"), "{html}");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_token_lifetimes_hold_at_mcp_and_token() {
+    const ACCESS: u64 = 3;
+    const IDLE: i64 = 60;
+    let fleet = TestFleet::builder()
+        .data_planes(2)
+        .control_plane(|config| {
+            config.lifetimes.access_token = ACCESS as i64;
+            config.lifetimes.refresh_token_idle = IDLE;
+        })
+        .spawn()
+        .await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let pkce = Pkce::new();
+    let (flow_id, identity) = start_flow(&fleet, &browser, 0, &client, &pkce).await;
+    let services = skip(&fleet, &browser, 0, &flow_id, &identity.csrf()).await;
+    let code = approve(&fleet, &browser, 0, &client, &flow_id, &services.csrf(), &pkce).await;
+    let tokens = fleet.exchange_code(0, &client, &code).await;
+    assert_eq!(tokens.expires_in, ACCESS as i64);
+    let first_refresh = tokens.refresh_token.clone().expect("a refresh token");
+
+    // In time: the access token works (and the data plane caches the answer),
+    // and so does the refresh token, on either data plane.
+    let response = fleet.mcp_raw(0, Method::POST, Some(&tokens.access_token)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let rotated = fleet.refresh(1, &client, &first_refresh).await;
+    let last_issued = std::time::Instant::now();
+    let second_refresh = rotated.refresh_token.clone().expect("rotated");
+    let response = fleet.mcp_raw(1, Method::POST, Some(&rotated.access_token)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Expired (on the real clock: the data plane's cache must not outlive the
+    // token): refused at /mcp with invalid_token, on the data plane that cached it too.
+    // Lifetimes count in whole seconds, hence the second more.
+    let expired_at = last_issued + std::time::Duration::from_millis(ACCESS * 1000 + 1100);
+    tokio::time::sleep_until(expired_at.into()).await;
+    for (dp, token) in [(0, &tokens.access_token), (1, &rotated.access_token)] {
+        let response = fleet.mcp_raw(dp, Method::POST, Some(token)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "dp {dp}");
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            challenge(&fleet, Some("invalid_token")).as_str()
+        );
+    }
+
+    // The refresh token's idle time counts from its last use: used within it, it works.
+    fleet.clock.advance(IDLE - 10);
+    let third = fleet.refresh(0, &client, &second_refresh).await;
+    let response = fleet.mcp_raw(0, Method::POST, Some(&third.access_token)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let third_refresh = third.refresh_token.expect("rotated");
+
+    // Left idle longer: invalid_grant.
+    fleet.clock.advance(IDLE + 1);
+    let response = fleet
+        .token_raw(
+            1,
+            &[("grant_type", "refresh_token"), ("refresh_token", third_refresh.as_str())],
+            &client.auth(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant", "{body}");
     fleet.stop().await;
 }

@@ -18,7 +18,7 @@ use sqlx::Connection as _;
 use sqlx::Row as _;
 
 use crate::support::fleet::{
-    Browser, Pkce, RegisteredClient, STATE, allow_at_demo, authorize_params, basic_authorization, continuation_link, location,
+    Browser, Pkce, RegisteredClient, STATE, allow_at_demo, authorize_params, basic_authorization, follow_onward, location,
     query_of,
 };
 use crate::support::up_process::UpProcess;
@@ -158,8 +158,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
             &[("csrf", csrf.as_str()), ("service", "demo")],
         )
         .await;
-    assert_eq!(response.status(), StatusCode::OK, "Connect answers the continuation page");
-    let upstream_url = continuation_link(&response.text().await.unwrap());
+    let upstream_url = follow_onward(&browser, &base, response).await;
     secrets.add("upstream state", param(&upstream_url, "state"));
     let callback = allow_at_demo(&browser, &up.demo_base, &upstream_url, "alice").await;
     secrets.add("upstream authorization code", param(&callback, "code"));

@@ -102,6 +102,7 @@ impl FlowService for Flow {
                 browser_secret: browser_secret.expose().to_string(),
                 expires_at,
                 error_redirect: String::new(),
+                expires_in: self.core.config.lifetimes.flow,
             },
             Started::Refused { error_redirect } => pb::StartFlowResponse {
                 error_redirect,

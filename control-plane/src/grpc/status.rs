@@ -112,7 +112,7 @@ impl From<FlowError> for Status {
         let text = err.to_string();
         match err {
             FlowError::NotFound => refusal(Code::NotFound, ErrorReason::NotFound, text),
-            FlowError::Expired => refusal(Code::FailedPrecondition, ErrorReason::Expired, text),
+            FlowError::Expired { .. } => refusal(Code::FailedPrecondition, ErrorReason::Expired, text),
             FlowError::AlreadyConsumed => refusal(Code::FailedPrecondition, ErrorReason::AlreadyUsed, text),
             FlowError::WrongBrowser => refusal(Code::PermissionDenied, ErrorReason::WrongBrowser, text),
             FlowError::OutOfOrder(_) => refusal(Code::FailedPrecondition, ErrorReason::OutOfOrder, text),

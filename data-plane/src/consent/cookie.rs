@@ -12,8 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 const SECURE_NAME: &str = "__Host-gatehouse-flow";
 /// Name on an http issuer (development), where `__Host-` cookies are refused.
 const PLAIN_NAME: &str = "gatehouse-flow";
-/// Seconds the cookie lives: the flow's lifetime.
-const MAX_AGE_SECONDS: u32 = 900;
+/// Seconds the cookie lives when the control plane did not say (one from
+/// before `StartFlowResponse.expires_in`): the default flow lifetime.
+const DEFAULT_MAX_AGE_SECONDS: i64 = 900;
 /// Longest value accepted back; a longer one is not ours.
 const MAX_VALUE_LEN: usize = 512;
 
@@ -54,15 +55,17 @@ fn is_cookie_safe(part: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'~' | b'"' | b',' | b';' | b'\\'))
 }
 
-/// The `Set-Cookie` value for a new flow, or `None` if the control plane
-/// handed out ids that cannot sit in a cookie.
-pub(crate) fn set_cookie(public_url: &str, flow_id: &str, browser_secret: &str) -> Option<HeaderValue> {
+/// The `Set-Cookie` value for a new flow that lives `lifetime` seconds (the
+/// configured flow lifetime, so the cookie ends with the flow), or `None` if
+/// the control plane handed out ids that cannot sit in a cookie.
+pub(crate) fn set_cookie(public_url: &str, flow_id: &str, browser_secret: &str, lifetime: i64) -> Option<HeaderValue> {
     if !is_cookie_safe(flow_id) || !is_cookie_safe(browser_secret) {
         return None;
     }
     let secure = if is_https(public_url) { "; Secure" } else { "" };
+    let max_age = if lifetime > 0 { lifetime } else { DEFAULT_MAX_AGE_SECONDS };
     let cookie = format!(
-        "{}={flow_id}~{browser_secret}; HttpOnly; SameSite=Lax; Path=/; Max-Age={MAX_AGE_SECONDS}{secure}",
+        "{}={flow_id}~{browser_secret}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}",
         name(public_url)
     );
     HeaderValue::from_str(&cookie).ok()
@@ -105,28 +108,31 @@ mod tests {
 
     #[test]
     fn https_issuers_get_a_host_prefixed_secure_cookie() {
-        let value = set_cookie("https://gw.example.com", "flw_1", "bs_secret").unwrap();
+        let value = set_cookie("https://gw.example.com", "flw_1", "bs_secret", 900).unwrap();
         assert_eq!(
             value,
             "__Host-gatehouse-flow=flw_1~bs_secret; HttpOnly; SameSite=Lax; Path=/; Max-Age=900; Secure"
         );
-        let value = set_cookie("HTTPS://gw.example.com", "flw_1", "bs_secret").unwrap();
+        let value = set_cookie("HTTPS://gw.example.com", "flw_1", "bs_secret", 900).unwrap();
         assert!(value.to_str().unwrap().starts_with("__Host-"));
     }
 
     #[test]
     fn http_issuers_get_a_plain_cookie_without_secure() {
-        let value = set_cookie("http://127.0.0.1:8080", "flw_1", "bs_secret").unwrap();
+        let value = set_cookie("http://127.0.0.1:8080", "flw_1", "bs_secret", 120).unwrap();
         assert_eq!(
             value,
-            "gatehouse-flow=flw_1~bs_secret; HttpOnly; SameSite=Lax; Path=/; Max-Age=900"
+            "gatehouse-flow=flw_1~bs_secret; HttpOnly; SameSite=Lax; Path=/; Max-Age=120"
         );
+        // A control plane that did not say: the default lifetime.
+        let value = set_cookie("http://127.0.0.1:8080", "flw_1", "bs_secret", 0).unwrap();
+        assert!(value.to_str().unwrap().ends_with("Max-Age=900"));
     }
 
     #[test]
     fn ids_that_cannot_sit_in_a_cookie_are_refused() {
         for (flow, secret) in [("", "s"), ("f", ""), ("f~x", "s"), ("f", "s;x"), ("f", "s x"), ("f", "é")] {
-            assert!(set_cookie("https://gw", flow, secret).is_none(), "{flow:?} {secret:?}");
+            assert!(set_cookie("https://gw", flow, secret, 900).is_none(), "{flow:?} {secret:?}");
         }
     }
 
@@ -213,7 +219,7 @@ mod properties {
             public_url in issuer(),
             before in "([a-z]{1,5}=[a-z0-9]{0,5}; ){0,2}",
         ) {
-            let set = set_cookie(public_url, &flow_id, &browser_secret).expect("safe parts make a cookie");
+            let set = set_cookie(public_url, &flow_id, &browser_secret, 900).expect("safe parts make a cookie");
             let set = set.to_str().expect("ASCII");
             let pair = set.split(';').next().expect("name=value");
             let expected = format!("{}={flow_id}~{browser_secret}", name(public_url));
@@ -225,12 +231,17 @@ mod properties {
         }
 
         #[test]
-        fn set_cookie_never_lets_a_value_add_attributes(flow_id in any::<String>(), browser_secret in any::<String>(), public_url in issuer()) {
-            if let Some(set) = set_cookie(public_url, &flow_id, &browser_secret) {
+        fn set_cookie_never_lets_a_value_add_attributes(
+            flow_id in any::<String>(),
+            browser_secret in any::<String>(),
+            public_url in issuer(),
+            lifetime in 1..100_000i64,
+        ) {
+            if let Some(set) = set_cookie(public_url, &flow_id, &browser_secret, lifetime) {
                 let set = set.to_str().expect("ASCII");
                 let secure = if public_url.to_ascii_lowercase().starts_with("https") { "; Secure" } else { "" };
                 let expected =
-                    format!("{}={flow_id}~{browser_secret}; HttpOnly; SameSite=Lax; Path=/; Max-Age=900{secure}", name(public_url));
+                    format!("{}={flow_id}~{browser_secret}; HttpOnly; SameSite=Lax; Path=/; Max-Age={lifetime}{secure}", name(public_url));
                 prop_assert_eq!(set, expected);
             }
         }

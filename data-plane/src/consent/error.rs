@@ -1,8 +1,8 @@
 //! `PageError`: every refusal on a consent page or at `/authorize`, rendered as
 //! the error page with the status of docs/consent-flow.md's table and a way
-//! back (a link to the flow when it can still go on, else a sentence sending
-//! the person back to their application). The one place that maps a
-//! control-plane refusal to a page.
+//! back (a link to the flow when it can still go on, else `error.html`'s
+//! sentence sending the person back to their application). The one place
+//! that maps a control-plane refusal to a page.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,12 @@ pub(crate) enum PageErrorKind {
     BadRequest(String),
     /// The flow id in the path cannot be one the control plane issued.
     UnknownFlow,
+    /// A continuation link whose signature does not match this flow and browser.
+    BadContinuation,
+    /// A provider's callback named an attempt (a connection or a sign-in) that
+    /// expired (`ErrorReason::Expired`) or was used, while the flow it belongs
+    /// to goes on: the page leads back to `back`, the flow's page, to try again.
+    AttemptEnded { expired: bool, back: String },
     /// The control plane refused or failed.
     ControlPlane(CpError),
 }
@@ -50,17 +56,39 @@ impl PageError {
     }
 
     /// The status, title, message, the detail safe to show, and whether the
-    /// flow can go on (a link back makes sense).
+    /// flow can go on (a link back makes sense). A page without a link back
+    /// tells the person to start again from their application (`error.html`).
     fn describe(&self) -> (StatusCode, &'static str, &'static str, Option<String>, bool) {
         use PageErrorKind as K;
-        const START_AGAIN: &str = "Return to your application and connect again.";
+        const UNKNOWN: &str = "Gatehouse does not know this request, or it has ended.";
         match &self.kind {
             K::NoFlowCookie => (
                 StatusCode::FORBIDDEN,
                 "This request belongs to another browser",
-                "Your browser did not send the cookie of this request: cookies may be blocked, the request may have expired, or it was started in another browser. Return to your application and connect again.",
+                "Your browser did not send the cookie of this request: cookies may be blocked, the request may have expired, or it was started in another browser.",
                 None,
                 false,
+            ),
+            K::BadContinuation => (
+                StatusCode::FORBIDDEN,
+                "This link does not belong to this request",
+                "The link was not made for this request in this browser, so Gatehouse does not follow it. Nothing was sent anywhere.",
+                None,
+                true,
+            ),
+            K::AttemptEnded { expired: true, .. } => (
+                StatusCode::GONE,
+                "This attempt has expired",
+                "The sign-in page of the service stayed open too long, so Gatehouse no longer accepts its answer. Your request is still open: go back to it and try again.",
+                None,
+                true,
+            ),
+            K::AttemptEnded { expired: false, .. } => (
+                StatusCode::CONFLICT,
+                "This answer was already received",
+                "This answer from the service was already used once, so it cannot be used again. Your request is still open: go back to it and try again.",
+                None,
+                true,
             ),
             K::Csrf => (
                 StatusCode::FORBIDDEN,
@@ -76,7 +104,7 @@ impl PageError {
                 Some(message.clone()),
                 true,
             ),
-            K::UnknownFlow => (StatusCode::NOT_FOUND, "Request not found", START_AGAIN, None, false),
+            K::UnknownFlow => (StatusCode::NOT_FOUND, "Request not found", UNKNOWN, None, false),
             K::ControlPlane(CpError::Unavailable) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Gatehouse is busy",
@@ -94,25 +122,26 @@ impl PageError {
             K::ControlPlane(CpError::Refused { reason, description }) => {
                 let detail = (!description.is_empty()).then(|| description.clone());
                 match reason {
-                    ErrorReason::NotFound => (StatusCode::NOT_FOUND, "Request not found", START_AGAIN, None, false),
+                    ErrorReason::NotFound => (StatusCode::NOT_FOUND, "Request not found", UNKNOWN, None, false),
+                    // The control plane says how long a request lasts (its configured lifetime).
                     ErrorReason::Expired => (
                         StatusCode::GONE,
                         "This request has expired",
-                        "Requests are valid for 15 minutes. Return to your application and connect again.",
-                        None,
+                        "It can no longer go on.",
+                        detail,
                         false,
                     ),
                     ErrorReason::AlreadyUsed => (
                         StatusCode::CONFLICT,
                         "This request was already answered",
-                        "It was approved or denied already, so it cannot change any more. Return to your application.",
+                        "It was approved or denied already, so it cannot change any more.",
                         None,
                         false,
                     ),
                     ErrorReason::WrongBrowser => (
                         StatusCode::FORBIDDEN,
                         "This request belongs to another browser",
-                        "Only the browser that started it can continue it. Return to your application and connect again from this browser.",
+                        "Only the browser that started it can continue it.",
                         None,
                         false,
                     ),
@@ -154,7 +183,7 @@ impl PageError {
                     ErrorReason::InvalidClient | ErrorReason::InvalidRedirectUri => (
                         StatusCode::BAD_REQUEST,
                         "The application's request is invalid",
-                        "Gatehouse does not know this application or where it wants to be sent back to, so it will not send you there. Tell the application's developer.",
+                        "Gatehouse does not know this application or where it wants to be sent back to, so it will not send you there. If it keeps happening, tell the application's developer.",
                         detail,
                         false,
                     ),
@@ -192,8 +221,9 @@ impl IntoResponse for PageError {
             }
             _ => {}
         }
-        let back_link = match (&self.flow_id, can_continue) {
-            (Some(flow_id), true) => Some(format!("/consent/{flow_id}")),
+        let back_link = match (&self.kind, &self.flow_id, can_continue) {
+            (PageErrorKind::AttemptEnded { back, .. }, ..) => Some(back.clone()),
+            (_, Some(flow_id), true) => Some(format!("/consent/{flow_id}")),
             _ => None,
         };
         let view = ErrorView {
@@ -248,6 +278,57 @@ mod tests {
         assert_eq!(PageError::new(PageErrorKind::NoFlowCookie).into_response().status(), 403);
         assert_eq!(PageError::new(PageErrorKind::UnknownFlow).into_response().status(), 404);
         assert_eq!(PageError::bad_request("x").into_response().status(), 400);
+        assert_eq!(PageError::new(PageErrorKind::BadContinuation).into_response().status(), 403);
+        let ended = |expired| PageErrorKind::AttemptEnded {
+            expired,
+            back: "/consent/flw_1/services".into(),
+        };
+        assert_eq!(PageError::new(ended(true)).into_response().status(), 410);
+        assert_eq!(PageError::new(ended(false)).into_response().status(), 409);
+    }
+
+    async fn page_text(err: PageError) -> String {
+        let body = axum::body::to_bytes(err.into_response().into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_error_page_offers_a_way_back() {
+        // A flow that goes on: a link to it.
+        let html = page_text(refused(ErrorReason::OutOfOrder)).await;
+        assert!(html.contains(r#"href="/consent/flw_1""#), "{html}");
+        // An attempt that ended in a live flow: a link to the flow's page.
+        let ended = PageError::new(PageErrorKind::AttemptEnded {
+            expired: true,
+            back: "/consent/flw_1/services".into(),
+        })
+        .in_flow("flw_1");
+        assert!(page_text(ended).await.contains(r#"href="/consent/flw_1/services""#));
+        // Nothing to go back to: start again from the application, never "close this page" alone.
+        for err in [
+            refused(ErrorReason::Expired),
+            refused(ErrorReason::AlreadyUsed),
+            PageError::new(PageErrorKind::NoFlowCookie),
+            PageError::bad_request("no flow known"),
+            PageError::from(CpError::Internal),
+        ] {
+            let html = page_text(err.clone()).await;
+            assert!(!html.contains("href=\"/consent/"), "{err:?}: {html}");
+            assert!(html.contains("Return to your application and start again"), "{err:?}: {html}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_request_says_how_long_requests_last_as_the_control_plane_said() {
+        let html = page_text(PageError::from(CpError::Refused {
+            reason: ErrorReason::Expired,
+            description: "a request must be finished within 2 minutes".into(),
+        }))
+        .await;
+        assert!(html.contains("within 2 minutes"), "{html}");
+        assert!(!html.contains("15 minutes"));
     }
 
     #[test]

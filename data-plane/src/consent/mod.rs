@@ -11,6 +11,7 @@
 pub(crate) mod cookie;
 pub(crate) mod csrf;
 pub(crate) mod error;
+mod onward;
 mod pages;
 pub(crate) mod views;
 
@@ -38,6 +39,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         )
         .route("/consent/{flow_id}/services", get(pages::get_services))
         .route("/consent/{flow_id}/connect", post(pages::post_connect))
+        .route("/consent/{flow_id}/continue", get(pages::get_continue))
         .route("/consent/{flow_id}/disconnect", post(pages::post_disconnect))
         .route("/consent/{flow_id}/approve", post(pages::post_approve))
         .route("/consent/{flow_id}/deny", post(pages::post_deny))
@@ -66,7 +68,8 @@ async fn get_stylesheet() -> Response {
 /// Browsers apply `form-action` to the redirect answering a form post too, so
 /// the page whose forms end in a 303 to the client lists the client's
 /// redirect origin. Connect and sign-in never redirect cross-origin from a
-/// post: they answer with a continuation page (`redirect.html`).
+/// post: they answer 303 to the continuation page of this origin
+/// (`redirect.html`, see `onward`), which leads on to the provider.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FormTargets(pub(crate) Vec<String>);
 

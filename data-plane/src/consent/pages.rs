@@ -1,7 +1,8 @@
 //! The consent page handlers. Each reads the flow cookie, checks the CSRF
 //! token of a post before any control-plane call, makes one `FlowService`
 //! call and renders or redirects. Every post answers 303 (RFC 9700 §4.12,
-//! never 307) or, for Connect and sign-in, the continuation page.
+//! never 307); Connect and sign-in answer 303 to the continuation page of
+//! this origin, which leads on to the provider (see `onward`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,9 +13,9 @@ use axum::http::{HeaderMap, HeaderName};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::cookie::{self, FlowCookie};
-use super::csrf;
 use super::error::{PageError, PageErrorKind};
 use super::views::{DoneView, IdentityView, RedirectView, ServicesView};
+use super::{csrf, onward};
 use crate::AppState;
 use crate::cp_client::{CpError, CpResultExt as _};
 use crate::oauth::params::Params;
@@ -107,6 +108,17 @@ fn continue_to(url: String, flow_id: &str) -> Result<Response, PageError> {
     }
 }
 
+/// The answer to a Connect or sign-in post: 303 to the continuation page
+/// (same origin, so `form-action 'self'` allows it), which leads on to `url`.
+fn see_other_onward(flow: &FlowRef, url: &str) -> Result<Response, PageError> {
+    // Checked here too, so a bad URL fails on the post rather than on the page.
+    if RedirectView::new(url.to_owned()).is_none() {
+        tracing::error!(target: "gatehouse::consent", flow_id = flow.flow_id, "the control plane returned a provider URL that is not http(s)");
+        return Err(PageError::from(CpError::Internal).in_flow(&flow.flow_id));
+    }
+    Ok(Redirect::to(&onward::path(&flow.browser_secret, &flow.flow_id, url)).into_response())
+}
+
 // === Pages ===
 
 /// `GET /consent/{flow_id}`: the page of the flow's step.
@@ -173,11 +185,13 @@ pub(crate) async fn post_identity(
             let started = state
                 .cp
                 .flows()
-                .begin_sign_in(BeginSignInRequest { flow: Some(flow) })
+                .begin_sign_in(BeginSignInRequest {
+                    flow: Some(flow.clone()),
+                })
                 .await
                 .cp("BeginSignIn")
                 .map_err(in_flow)?;
-            return continue_to(started.authorization_url, &flow_id);
+            return see_other_onward(&flow, &started.authorization_url);
         }
         _ => return Err(PageError::bad_request("choose an identity").in_flow(&flow_id)),
     };
@@ -246,13 +260,33 @@ pub(crate) async fn post_connect(
         .cp
         .flows()
         .connect_service(ConnectServiceRequest {
-            flow: Some(flow),
+            flow: Some(flow.clone()),
             service,
         })
         .await
         .cp("ConnectService")
         .map_err(|err| PageError::from(err).in_flow(&flow_id))?;
-    continue_to(started.authorization_url, &flow_id)
+    see_other_onward(&flow, &started.authorization_url)
+}
+
+/// `GET /consent/{flow_id}/continue?to=…&sig=…`: the continuation page a
+/// Connect or sign-in post leads to; it needs the flow cookie that signed `to`.
+pub(crate) async fn get_continue(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(flow_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let (_, cookie) = flow_ref(&state, &headers, &flow_id, peer)?;
+    let params = callback_params(query).map_err(|err| err.in_flow(&flow_id))?;
+    let url = params.value("to");
+    // Security: only a URL this flow's browser was sent here with is shown;
+    // anything else would make this page an open redirect.
+    if !onward::verify(&cookie.browser_secret, &flow_id, &url, params.get("sig")) {
+        return Err(PageError::new(PageErrorKind::BadContinuation).in_flow(&flow_id));
+    }
+    continue_to(url, &flow_id)
 }
 
 /// `POST /consent/{flow_id}/disconnect`: `service` → back to the services page.
@@ -323,6 +357,38 @@ pub(crate) async fn post_deny(
 
 // === Callbacks ===
 
+/// A refused callback. When the attempt it named expired or was used while
+/// this browser's flow goes on, the page leads back to the flow's page to try
+/// again (never a dead end); otherwise the refusal as it is.
+async fn callback_error(state: &AppState, cookie: Option<&FlowCookie>, peer: SocketAddr, err: CpError) -> PageError {
+    let Some(cookie) = cookie else { return PageError::from(err) };
+    let ended = match &err {
+        CpError::Refused {
+            reason: reason @ (ErrorReason::Expired | ErrorReason::AlreadyUsed),
+            ..
+        } => Some(*reason == ErrorReason::Expired),
+        _ => None,
+    };
+    if let Some(expired) = ended.filter(|_| is_flow_id(&cookie.flow_id)) {
+        let flow = FlowRef {
+            flow_id: cookie.flow_id.clone(),
+            browser_secret: cookie.browser_secret.clone(),
+            remote_addr: peer.ip().to_string(),
+        };
+        // The flow itself may have ended too: then its own refusal stands.
+        if let Ok(view) = get_flow(state, flow).await {
+            let step = if view.step == FlowStep::Services as i32 {
+                "services"
+            } else {
+                "identity"
+            };
+            let back = page_of(&cookie.flow_id, step);
+            return PageError::new(PageErrorKind::AttemptEnded { expired, back }).in_flow(&cookie.flow_id);
+        }
+    }
+    PageError::from(err).in_flow(&cookie.flow_id)
+}
+
 /// The query of a provider's redirect back, duplicates refused.
 fn callback_params(query: Option<String>) -> Result<Params, PageError> {
     Params::parse(query.unwrap_or_default().as_bytes(), &[]).map_err(|dup| PageError::bad_request(dup.to_string()))
@@ -356,16 +422,10 @@ pub(crate) async fn get_signin_callback(
         remote_addr: peer.ip().to_string(),
         link_browser_secret: link_secret.unwrap_or_default(),
     };
-    let done = state
-        .cp
-        .flows()
-        .complete_sign_in(request)
-        .await
-        .cp("CompleteSignIn")
-        .map_err(|err| match &cookie {
-            Some(cookie) => PageError::from(err).in_flow(&cookie.flow_id),
-            None => PageError::from(err),
-        })?;
+    let done = match state.cp.flows().complete_sign_in(request).await.cp("CompleteSignIn") {
+        Ok(done) => done,
+        Err(err) => return Err(callback_error(&state, cookie.as_ref(), peer, err).await),
+    };
     if !done.continue_url.is_empty() {
         // A connect link: the signed-in user is the link's own; on to the upstream.
         return match RedirectView::new(done.continue_url) {
@@ -401,16 +461,10 @@ pub(crate) async fn get_oauth_callback(
         link_browser_secret: crate::connect::cookie_secret(&headers, &state.config.public_url).unwrap_or_default(),
         remote_addr: peer.ip().to_string(),
     };
-    let done = state
-        .cp
-        .flows()
-        .complete_connect(request)
-        .await
-        .cp("CompleteConnect")
-        .map_err(|err| match &cookie {
-            Some(cookie) => PageError::from(err).in_flow(&cookie.flow_id),
-            None => PageError::from(err),
-        })?;
+    let done = match state.cp.flows().complete_connect(request).await.cp("CompleteConnect") {
+        Ok(done) => done,
+        Err(err) => return Err(callback_error(&state, cookie.as_ref(), peer, err).await),
+    };
     if done.flow_id.is_empty() {
         // A connect link from /mcp: there is no consent page to return to.
         let view = if done.connected {

@@ -311,9 +311,10 @@ pub(crate) struct ErrorView {
 }
 
 /// `templates/redirect.html`: the continuation to an upstream or sign-in
-/// provider after a Connect or sign-in post. A meta refresh (no JavaScript)
-/// and a visible link; not a 303, because `form-action` would have to list
-/// every provider's origin.
+/// provider. A Connect or sign-in post answers 303 to this page of our own
+/// origin (a 303 straight to the provider would need `form-action` to list
+/// every provider's origin); it leads on by meta refresh (no JavaScript) and
+/// a visible link.
 #[derive(Template, WebTemplate)]
 #[template(path = "redirect.html")]
 pub(crate) struct RedirectView {

@@ -56,7 +56,12 @@ pub(crate) async fn get_authorize(
         let location = HeaderValue::from_str(&started.error_redirect).map_err(|_| PageError::from(CpError::Internal))?;
         return Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response());
     }
-    let Some(set_cookie) = cookie::set_cookie(&state.config.public_url, &started.flow_id, &started.browser_secret) else {
+    let Some(set_cookie) = cookie::set_cookie(
+        &state.config.public_url,
+        &started.flow_id,
+        &started.browser_secret,
+        started.expires_in,
+    ) else {
         tracing::error!(target: "gatehouse::oauth", "the control plane returned a flow id or browser secret that cannot sit in a cookie");
         return Err(PageError::from(CpError::Internal));
     };

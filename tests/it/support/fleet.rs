@@ -641,6 +641,22 @@ pub async fn approve(
     }
 }
 
+/// Follows the answer to a Connect or sign-in post as a browser does: the 303
+/// to the continuation page of this origin (fetched on data plane `base`),
+/// then the page's link on to the provider, which is returned.
+pub async fn follow_onward(browser: &Browser, base: &str, response: Response) -> String {
+    let status = response.status();
+    assert_eq!(status, StatusCode::SEE_OTHER, "a Connect or sign-in post answers 303");
+    let to = location(&response);
+    assert!(
+        to.starts_with("/consent/") && to.contains("/continue?"),
+        "303 to the continuation page of this origin, not {to}"
+    );
+    let page = browser.page(&format!("{base}{to}")).await;
+    assert!(page.html.contains(r#"http-equiv="refresh""#), "{}", page.html);
+    continuation_link(&page.html)
+}
+
 /// The continuation link of `redirect.html` (after Connect), entities decoded.
 pub fn continuation_link(html: &str) -> String {
     let start = html.find(r#"<a class="button" href=""#).expect("continuation link") + r#"<a class="button" href=""#.len();
@@ -651,10 +667,17 @@ pub fn continuation_link(html: &str) -> String {
 /// At the demo upstream's consent page `upstream_url`, allows as `account`;
 /// returns where the upstream sends the browser back (Gatehouse's `/oauth/callback`).
 pub async fn allow_at_demo(browser: &Browser, demo_base: &str, upstream_url: &str, account: &str) -> String {
+    decide_at_demo(browser, demo_base, upstream_url, account, "allow").await
+}
+
+/// At the demo upstream's consent page `upstream_url`, answers `decision`
+/// (`allow` or `deny`) as `account`; returns where the upstream sends the
+/// browser back.
+pub async fn decide_at_demo(browser: &Browser, demo_base: &str, upstream_url: &str, account: &str, decision: &str) -> String {
     let page = browser.page(upstream_url).await;
     let mut form = gatehouse::demo::hidden_fields(&page.html);
     form.push(("account".into(), account.into()));
-    form.push(("decision".into(), "allow".into()));
+    form.push(("decision".into(), decision.into()));
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let response = browser.post_raw(&format!("{demo_base}/authorize"), &form).await;
     assert!(response.status().is_redirection(), "{}", response.status());
@@ -678,8 +701,7 @@ pub async fn connect_demo_service(
             &[("csrf", csrf), ("service", service)],
         )
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let upstream_url = continuation_link(&response.text().await.unwrap());
+    let upstream_url = follow_onward(browser, fleet.url(dp), response).await;
     let callback = allow_at_demo(browser, demo_base, &upstream_url, account).await;
     let callback = callback.replacen(&fleet.issuer, fleet.url(dp), 1);
     let response = browser.get_raw(&callback).await;
