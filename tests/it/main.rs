@@ -10,6 +10,7 @@ mod admin;
 mod admin_api;
 mod browser;
 mod cli;
+mod code_binding;
 mod consent_http;
 mod events;
 mod fleet;

@@ -46,6 +46,8 @@ type ConfigureDataPlane = Box<dyn Fn(&mut DataPlaneConfig) + Send>;
 /// How to build a fleet.
 pub struct FleetBuilder {
     data_planes: usize,
+    /// The database to use; a fresh SQLite file when unset.
+    database: Option<TestDb>,
     configure_control_plane: Vec<ConfigureControlPlane>,
     configure_data_plane: Vec<ConfigureDataPlane>,
 }
@@ -54,6 +56,12 @@ impl FleetBuilder {
     pub fn data_planes(mut self, n: usize) -> Self {
         assert!(n >= 1, "a fleet needs a data plane");
         self.data_planes = n;
+        self
+    }
+
+    /// Runs the fleet on `db` (for tests that run on both backends, `store_test!`).
+    pub fn database(mut self, db: TestDb) -> Self {
+        self.database = Some(db);
         self
     }
 
@@ -71,7 +79,10 @@ impl FleetBuilder {
 
     pub async fn spawn(self) -> TestFleet {
         super::init_logging();
-        let db = TestDb::new(Backend::Sqlite).await;
+        let db = match self.database {
+            Some(db) => db,
+            None => TestDb::new(Backend::Sqlite).await,
+        };
         // Bind every data plane's listener first: the issuer is the first one's URL,
         // and the control plane must know it (it writes `iss` and redirects).
         let mut listeners = Vec::new();
@@ -124,6 +135,7 @@ impl TestFleet {
     pub fn builder() -> FleetBuilder {
         FleetBuilder {
             data_planes: 1,
+            database: None,
             configure_control_plane: Vec::new(),
             configure_data_plane: Vec::new(),
         }
