@@ -22,11 +22,12 @@ pub async fn run_control_plane(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let plane = ControlPlane::start(config.control_plane, listener, Arc::new(SystemClock)).await?;
+    let stop = shutdown_signal();
     println!("Gatehouse control plane: gRPC on {}", plane.local_addr());
     if let Some(metrics) = &metrics {
         println!("Gatehouse control plane: metrics on http://{}/metrics", metrics.local_addr());
     }
-    shutdown_signal().await;
+    stop.await;
     plane.shutdown().await;
     if let Some(metrics) = metrics {
         metrics.shutdown().await;
@@ -39,11 +40,12 @@ pub async fn run_data_plane(config: Config) -> anyhow::Result<()> {
     let listener = bind(config.data_plane.listen, "HTTP").await?;
     let public_url = config.public_url().to_string();
     let plane = DataPlane::start(config.data_plane, listener).await?;
+    let stop = shutdown_signal();
     println!(
         "Gatehouse data plane: HTTP on {} (public URL {public_url}, MCP URL {public_url}/mcp)",
         plane.local_addr()
     );
-    shutdown_signal().await;
+    stop.await;
     plane.shutdown().await;
     Ok(())
 }

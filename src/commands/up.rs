@@ -160,8 +160,9 @@ fn demo_server(demo: &DemoUpstream) -> McpServer {
 /// Runs `up` until a shutdown signal, after printing where everything is.
 pub async fn run(config: Config, options: UpOptions) -> anyhow::Result<()> {
     let up = start(config, &options).await?;
+    let stop = shutdown_signal();
     print_banner(&up);
-    shutdown_signal().await;
+    stop.await;
     tracing::info!(target: "gatehouse::up", "shutting down");
     up.shutdown().await;
     Ok(())
