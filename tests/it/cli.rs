@@ -17,6 +17,10 @@ struct Running {
     child: Child,
     grpc: String,
     public_url: String,
+    /// The start banner, every line up to and including `Try:`.
+    banner: Vec<String>,
+    /// The admin credential as the banner prints it.
+    admin_credential: String,
 }
 
 impl Running {
@@ -32,24 +36,43 @@ impl Running {
         let stdout = child.stdout.take().expect("stdout");
         let mut grpc = String::new();
         let mut public_url = String::new();
+        let mut admin_credential = String::new();
+        let mut banner = Vec::new();
         let mut lines = BufReader::new(stdout).lines();
         for line in lines.by_ref() {
             let line = line.expect("banner line");
-            let mut words = line.split_whitespace();
-            match (words.next(), words.next()) {
-                (Some("gRPC"), Some(addr)) => grpc = addr.to_string(),
-                (Some("Health"), Some(url)) => public_url = url.trim_end_matches("/healthz").to_string(),
-                (Some("Try:"), _) => break,
+            banner.push(line.clone());
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["gRPC", addr, ..] => grpc = (*addr).to_string(),
+                ["Health", url, ..] => public_url = url.trim_end_matches("/healthz").to_string(),
+                ["Admin", "credential", "(development):", credential] => admin_credential = (*credential).to_string(),
+                ["Try:", ..] => break,
                 _ => {}
             }
         }
         assert!(
-            !grpc.is_empty() && !public_url.is_empty(),
-            "the banner names the gRPC address and the public URL"
+            !grpc.is_empty() && !public_url.is_empty() && !admin_credential.is_empty(),
+            "the banner names the gRPC address, the public URL and the admin credential: {banner:#?}"
         );
         // Keep reading, so later output never meets a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Self { child, grpc, public_url }
+        Self {
+            child,
+            grpc,
+            public_url,
+            banner,
+            admin_credential,
+        }
+    }
+
+    /// The banner line whose first words are `label`, without them.
+    fn banner_value(&self, label: &str) -> &str {
+        self.banner
+            .iter()
+            .find_map(|line| line.trim_start().strip_prefix(label))
+            .unwrap_or_else(|| panic!("the banner has a {label:?} line: {:#?}", self.banner))
+            .trim()
     }
 
     /// Sends SIGTERM and returns whether the process exited successfully.
@@ -77,78 +100,279 @@ fn run_grpcurl(grpcurl: &PathBuf, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8")
 }
 
+/// The mode bits of `path`.
+#[cfg(unix)]
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).expect("file exists").permissions().mode() & 0o777
+}
+
 #[test]
-fn operator_administers_a_fresh_gateway_with_grpcurl() {
+fn the_start_banner_on_a_fresh_data_dir_names_every_address_the_credential_and_the_files_it_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("gatehouse-data");
+    let running = Running::start(&data_dir);
+    let public_url = running.public_url.clone();
+    assert!(
+        public_url.starts_with("http://127.0.0.1:") && !public_url.ends_with(":0"),
+        "the real port, not 0: {public_url}"
+    );
+    let data = data_dir.display().to_string();
+
+    assert_eq!(running.banner_value("MCP URL"), format!("{public_url}/mcp"));
+    assert_eq!(
+        running.banner_value("Consent pages"),
+        format!("{public_url}/authorize (clients start there)")
+    );
+    let grpc_line = running.banner_value("gRPC");
+    assert_eq!(grpc_line, format!("{} (plaintext; reflection and health on)", running.grpc));
+    assert!(
+        running.grpc.starts_with("127.0.0.1:") && !running.grpc.ends_with(":0"),
+        "{grpc_line}"
+    );
+    assert_eq!(running.banner_value("Health"), format!("{public_url}/healthz"));
+    assert_eq!(running.banner_value("Data directory"), data);
+    let key_line = format!("created vault key file {data}/vault.keys (mode 0600)");
+    let token_line = format!("created admin credential {data}/admin.token (mode 0600)");
+    for line in [&key_line, &token_line] {
+        assert!(
+            running.banner.iter().any(|l| l.trim() == line.as_str()),
+            "the banner says {line:?}: {:#?}",
+            running.banner
+        );
+    }
+    #[cfg(unix)]
+    for file in ["vault.keys", "admin.token"] {
+        assert_eq!(mode_of(&data_dir.join(file)), 0o600, "{file} is private, as the banner says");
+    }
+    let credential = running.banner_value("Admin credential (development):").to_owned();
+    assert_eq!(credential, running.admin_credential);
+    assert_eq!(
+        std::fs::read_to_string(data_dir.join("admin.token")).unwrap().trim(),
+        credential,
+        "the credential printed is the one in the file the banner names"
+    );
+
+    // Each address answers as the banner says it does.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (health, mcp, authorize) = runtime.block_on(async {
+        let health = http
+            .get(format!("{public_url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mcp = http
+            .post(running.banner_value("MCP URL"))
+            .header("content-type", "application/json")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .send()
+            .await
+            .unwrap();
+        let authorize = http.get(format!("{public_url}/authorize")).send().await.unwrap();
+        (health, mcp, authorize)
+    });
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    assert_eq!(mcp.status(), 401, "the MCP URL asks for a token");
+    assert!(
+        mcp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(&format!("{public_url}/.well-known/oauth-protected-resource")),
+        "{:?}",
+        mcp.headers()
+    );
+    assert_eq!(
+        authorize.status(),
+        400,
+        "the consent base answers (a bare /authorize lacks its parameters)"
+    );
+    runtime.block_on(async {
+        let admin = gatehouse::admin_client::GrpcClient::connect(&format!("http://{}", running.grpc), &credential)
+            .await
+            .unwrap();
+        admin
+            .admin()
+            .list_mcp_servers(gatehouse::pb::ListMcpServersRequest {})
+            .await
+            .expect("the printed credential is an admin credential at the printed gRPC address");
+    });
+    assert!(running.stop(), "SIGTERM stops gatehouse up cleanly");
+
+    // Started again on the same directory: nothing is created, so nothing claims to be.
+    let again = Running::start(&data_dir);
+    assert!(!again.banner.iter().any(|l| l.contains("created ")), "{:#?}", again.banner);
+    assert_eq!(again.admin_credential, credential);
+    assert!(again.stop());
+}
+
+/// The RPCs of the README's "Administering with grpcurl" block, in its order.
+const README_RPCS: [&str; 14] = [
+    " list",
+    "describe gatehouse.v1.AdminService",
+    "grpc.health.v1.Health/Check",
+    "/CreateVirtualKey",
+    "/ListVirtualKeys",
+    "/RevokeVirtualKey",
+    "/CreateMcpServer",
+    "/ListMcpServers",
+    "/GetMcpServer",
+    "/UpdateMcpServer",
+    "/DeleteMcpServer",
+    "/QueryAuditLog",
+    "/ListVaultKeys",
+    "/RotateVaultKey",
+];
+
+/// The `"name": "value"` string field of grpcurl's JSON output.
+fn json_field<'a>(output: &'a str, name: &str) -> &'a str {
+    let start = output
+        .find(&format!("\"{name}\": \""))
+        .unwrap_or_else(|| panic!("{name} in {output}"))
+        + name.len()
+        + 5;
+    &output[start..start + output[start..].find('"').unwrap()]
+}
+
+#[test]
+fn every_grpcurl_command_of_the_readme_runs_verbatim_against_gatehouse_up() {
     let Some(grpcurl) = crate::support::tools::grpcurl() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(dir.path());
+    let running = Running::start(&dir.path().join("gatehouse-data"));
     let grpc = running.grpc.clone();
 
-    let health = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(async { reqwest::get(format!("{}/healthz", running.public_url)).await?.text().await })
-        .expect("GET /healthz");
-    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    let commands = crate::support::readme::readme_commands("## Administering with grpcurl");
+    let rpcs: Vec<&str> = README_RPCS
+        .iter()
+        .map(|rpc| {
+            let found: Vec<&String> = commands
+                .iter()
+                .filter(|c| c.ends_with(rpc) || c.contains(&format!("{rpc} ")))
+                .collect();
+            assert_eq!(found.len(), 1, "the README runs {rpc} once: {commands:#?}");
+            *rpc
+        })
+        .collect();
+    assert_eq!(
+        commands.len(),
+        rpcs.len(),
+        "every command of the block is known: {commands:#?}"
+    );
 
-    let services = run_grpcurl(&grpcurl, &["-plaintext", &grpc, "list"]);
+    let path = format!(
+        "{}:{}",
+        grpcurl.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // Runs the block in `workdir`, `ADMIN_TOKEN` set or not; the outputs in order.
+    let run_block = |workdir: &std::path::Path, admin_token: Option<&str>| {
+        let mut key_id = String::new();
+        let mut outputs: Vec<String> = Vec::new();
+        for (command, rpc) in commands.iter().zip(&rpcs) {
+            assert!(
+                command.ends_with(rpc) || command.contains(&format!("{rpc} ")),
+                "the README's commands in order: {rpc} next, not {command}"
+            );
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(command)
+                .current_dir(workdir)
+                .env("PATH", &path)
+                .env("GW", &grpc)
+                .env("KEY_ID", &key_id)
+                .env_remove("ADMIN_TOKEN");
+            if let Some(token) = admin_token {
+                sh.env("ADMIN_TOKEN", token);
+            }
+            let output = sh.output().expect("sh runs");
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(
+                output.status.success(),
+                "README command failed: {command}\n{stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            if *rpc == "/CreateVirtualKey" {
+                // What the README tells the reader to copy.
+                key_id = json_field(&stdout, "id").to_owned();
+            }
+            outputs.push(stdout);
+        }
+        (outputs, key_id)
+    };
+
+    // In a directory without the data directory, so the credential can only
+    // come from ADMIN_TOKEN: the one the banner printed.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (outputs, key_id) = run_block(elsewhere.path(), Some(&running.admin_credential));
+    let output_of = |rpc: &str| outputs[rpcs.iter().position(|r| *r == rpc).unwrap()].as_str();
     for service in [
         "gatehouse.v1.AdminService",
         "gatehouse.v1.FlowService",
         "gatehouse.v1.TokenService",
         "grpc.health.v1.Health",
     ] {
-        assert!(services.contains(service), "grpcurl list shows {service}: {services}");
+        assert!(output_of(" list").contains(service), "grpcurl list shows {service}");
     }
-    let described = run_grpcurl(
-        &grpcurl,
-        &["-plaintext", &grpc, "describe", "gatehouse.v1.AdminService.CreateVirtualKey"],
-    );
     assert!(
-        described.contains("Issues a virtual key"),
-        "the contract's comments reach operators: {described}"
+        output_of("describe gatehouse.v1.AdminService").contains("Issues a virtual key"),
+        "the contract's comments reach operators"
     );
-    let health = run_grpcurl(&grpcurl, &["-plaintext", &grpc, "grpc.health.v1.Health/Check"]);
-    assert!(health.contains("SERVING"));
-
-    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
-    let auth = format!("authorization: Bearer {}", token.trim());
-    let key = run_grpcurl(
-        &grpcurl,
-        &[
-            "-plaintext",
-            "-H",
-            &auth,
-            "-d",
-            r#"{"name":"alice"}"#,
-            &grpc,
-            "gatehouse.v1.AdminService/CreateVirtualKey",
-        ],
-    );
-    assert!(key.contains("\"secret\": \"gh_vk_"), "{key}");
-    let server = run_grpcurl(
-        &grpcurl,
-        &[
-            "-plaintext",
-            "-H",
-            &auth,
-            "-d",
-            r#"{"server":{"name":"search","url":"https://search.example.com/mcp","auth_mode":"UPSTREAM_AUTH_MODE_NONE"}}"#,
-            &grpc,
-            "gatehouse.v1.AdminService/CreateMcpServer",
-        ],
-    );
-    assert!(server.contains("\"source\": \"admin\""), "{server}");
-    let listed = run_grpcurl(
-        &grpcurl,
-        &["-plaintext", "-H", &auth, &grpc, "gatehouse.v1.AdminService/ListMcpServers"],
-    );
+    assert!(output_of("grpc.health.v1.Health/Check").contains("SERVING"));
+    let created = output_of("/CreateVirtualKey");
+    assert!(created.contains("\"secret\": \"gh_vk_"), "{created}");
+    assert!(key_id.starts_with("vk_"), "{created}");
+    assert!(output_of("/ListVirtualKeys").contains(&key_id));
+    let revoked = output_of("/RevokeVirtualKey");
+    assert!(revoked.contains(&key_id) && revoked.contains("revokedAt"), "{revoked}");
+    assert!(output_of("/CreateMcpServer").contains("\"source\": \"admin\""));
+    let listed = output_of("/ListMcpServers");
     assert!(
         listed.contains("\"name\": \"demo\"") && listed.contains("\"name\": \"search\""),
         "{listed}"
     );
+    assert!(output_of("/GetMcpServer").contains("https://search.example.com/mcp"));
+    let updated = output_of("/UpdateMcpServer");
+    assert!(
+        updated.contains("https://search2.example.com/mcp") && updated.contains("\"delete\""),
+        "{updated}"
+    );
+    let audit = output_of("/QueryAuditLog");
+    for action in ["virtual_key.create", "virtual_key.revoke"] {
+        assert!(audit.contains(action), "{action} in {audit}");
+    }
+    assert!(output_of("/ListVaultKeys").contains("\"active\": true"));
+    let rotated = output_of("/RotateVaultKey");
+    let new_key = json_field(rotated, "keyId");
+    assert!(!output_of("/ListVaultKeys").contains(new_key), "a new key: {rotated}");
 
+    // The state the block left: the key revoked, "search" gone.
+    let auth = format!("authorization: Bearer {}", running.admin_credential);
+    let servers = run_grpcurl(
+        &grpcurl,
+        &["-plaintext", "-H", &auth, &grpc, "gatehouse.v1.AdminService/ListMcpServers"],
+    );
+    assert!(!servers.contains("search"), "DeleteMcpServer deleted it: {servers}");
+    let keys = run_grpcurl(
+        &grpcurl,
+        &["-plaintext", "-H", &auth, &grpc, "gatehouse.v1.AdminService/ListVaultKeys"],
+    );
+    assert!(keys.contains(new_key), "RotateVaultKey added {new_key}: {keys}");
+
+    // Pasted as is in the directory `up` started in (only the port is not
+    // the default): the credential comes from the data directory.
+    let (again, second_key) = run_block(dir.path(), None);
+    assert_ne!(second_key, key_id);
+    assert!(again[rpcs.iter().position(|r| *r == "/RevokeVirtualKey").unwrap()].contains(&second_key));
+
+    // Without the credential: refused.
     let refused = Command::new(&grpcurl)
         .args(["-plaintext", &grpc, "gatehouse.v1.AdminService/ListMcpServers"])
         .output()
@@ -156,9 +380,10 @@ fn operator_administers_a_fresh_gateway_with_grpcurl() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
 
+    // `gatehouse vault rotate`, as the paragraph under the block says.
     let rotated = gatehouse()
         .args(["vault", "rotate", "--grpc-url", &format!("http://{grpc}"), "--data-dir"])
-        .arg(dir.path())
+        .arg(dir.path().join("gatehouse-data"))
         .output()
         .unwrap();
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));

@@ -8,6 +8,7 @@ pub mod mcp_client;
 pub mod mcp_upstream;
 pub mod plane;
 pub mod process_fleet;
+pub mod readme;
 pub mod snapshot;
 pub mod tools;
 pub mod up;
