@@ -1392,6 +1392,47 @@ async fn an_upstream_answer_after_its_state_expired_leads_back_to_the_services_p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_answer_after_its_state_expired_leads_back_to_the_identity_page() {
+    let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let demo = std::sync::Arc::new(
+        gatehouse::demo::DemoUpstream::spawn(demo_listener, gatehouse::demo::DemoConfig::default())
+            .await
+            .unwrap(),
+    );
+    let provider = demo.clone();
+    let fleet = TestFleet::builder()
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = true;
+            config.sign_in = Some(provider.sign_in_config(&config.public_url).unwrap());
+        })
+        .spawn()
+        .await;
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let (flow_id, identity) = start_flow(&fleet, &browser, 0, &client, &Pkce::new()).await;
+    let response = browser
+        .post_raw(
+            &format!("{}/consent/{flow_id}/identity", fleet.url(0)),
+            &[("csrf", identity.csrf().as_str()), ("choice", "user")],
+        )
+        .await;
+    let provider_url = follow_onward(&browser, fleet.url(0), response).await;
+    let callback = crate::support::fleet::allow_at_demo(&browser, demo.base_url(), &provider_url, "alice").await;
+    assert!(
+        callback.starts_with(&format!("{}/signin/callback?", fleet.issuer)),
+        "{callback}"
+    );
+
+    fleet.clock.advance(10 * 60 + 1);
+    let html = assert_error_page(browser.get_raw(&callback).await, StatusCode::GONE, "expired sign-in state").await;
+    let back = format!("/consent/{flow_id}/identity");
+    assert!(html.contains(&format!(r#"href="{back}""#)), "a way back: {html}");
+    let identity = browser.page(&format!("{}{back}", fleet.url(0))).await;
+    assert!(identity.html.contains("Sign in with"), "{}", identity.html);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_error_at_the_callback_lands_on_the_services_page_with_the_reason() {
     let (fleet, demo) = fleet_with_notes(|_| {}).await;
     let client = fleet.register_public().await;
