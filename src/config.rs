@@ -198,6 +198,58 @@ mod tests {
         assert!(err.contains("listen_on"), "{err}");
     }
 
+    /// The example claims to document every key: each key of an upstream's
+    /// `[mcp_servers.oauth]` table and of a static header is named in it, and
+    /// with the commented OAuth keys switched on, it still loads and validates.
+    #[test]
+    fn the_example_names_every_upstream_key_with_a_valid_value() {
+        use gatehouse_control_plane::mcp_servers::{StaticHeader, UpstreamOAuth};
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gatehouse.example.toml");
+        let example = std::fs::read_to_string(&path).unwrap();
+        let keys = |value: serde_json::Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
+        let mut all = keys(serde_json::to_value(UpstreamOAuth::default()).unwrap());
+        all.extend(keys(serde_json::to_value(StaticHeader::default()).unwrap()));
+        for key in all {
+            assert!(
+                example.contains(&format!("{key} = ")),
+                "gatehouse.example.toml does not name {key}"
+            );
+        }
+
+        // Uncomment the `# key = value` lines of the [mcp_servers.oauth] block.
+        let mut in_oauth = false;
+        let switched_on: Vec<String> = example
+            .lines()
+            .map(|line| {
+                if line.starts_with('[') {
+                    in_oauth = line.starts_with("[mcp_servers.oauth]");
+                } else if line.is_empty() {
+                    in_oauth = false;
+                }
+                match line.strip_prefix("# ") {
+                    Some(rest) if in_oauth && rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest.to_owned(),
+                    _ => line.to_owned(),
+                }
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let on = dir.path().join("on.toml");
+        std::fs::write(&on, switched_on.join("\n")).unwrap();
+        let config = Config::load(Some(&on)).unwrap();
+        let notes = config.mcp_servers.iter().find(|s| s.name == "notes").expect("notes");
+        assert_eq!(notes.oauth.client_name, "Gatehouse", "the commented value is the default");
+        // Every key is there, commented, in the notes server's own table.
+        for (key, value) in serde_json::to_value(&notes.oauth).unwrap().as_object().unwrap() {
+            assert!(
+                value.as_str().is_none_or(|v| !v.is_empty()),
+                "[mcp_servers.oauth] lacks {key}"
+            );
+        }
+        for server in config.mcp_servers {
+            server.validate().unwrap();
+        }
+    }
+
     #[test]
     fn example_config_loads_and_fills_shared_values() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gatehouse.example.toml");
