@@ -175,6 +175,10 @@ struct Setup {
     signup: oauth::Users,
 }
 
+/// The allocator of the `gatehouse` binary (see its line in Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.child_data_plane {

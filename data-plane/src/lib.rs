@@ -67,18 +67,21 @@ impl DataPlane {
             metrics: Arc::default(),
         });
         let watcher = tokio::spawn(mcp::events::watch(state.clone()));
-        let app = router(state);
+        let app = app(state);
         let addr = listener.local_addr().map_err(|e| CpClientError::BadUrl {
             url: "listener".into(),
             reason: e.to_string(),
         })?;
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
         });
         tracing::info!(target: "gatehouse::data_plane", %addr, "data plane serving HTTP");
         Ok(Self {
@@ -131,8 +134,8 @@ impl Drop for DataPlane {
 
 /// Every route, inside the shared middleware stack. Each group brings its own
 /// layers: CORS on the OAuth endpoints, page security headers on the consent
-/// pages and `/authorize`, authentication on `/mcp`.
-pub fn router(state: Arc<AppState>) -> Router {
+/// pages and `/authorize`; `/mcp` authenticates in its handlers.
+pub fn app(state: Arc<AppState>) -> layers::App {
     let routes = Router::new()
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
@@ -140,9 +143,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(oauth::router())
         .merge(consent::router())
         .merge(connect::router())
-        .merge(mcp::router(state.clone()))
-        // Order: outside every route, so an over-limit request costs no control-plane call.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::limit))
+        .merge(mcp::router())
         .with_state(state.clone());
     layers::apply(routes, &state)
 }

@@ -10,16 +10,21 @@
 //! path. Behind a proxy the address is the proxy's; put limits there too.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::BoxError;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use tower::{Layer, Service, ServiceExt as _};
 
 use crate::AppState;
 
@@ -122,43 +127,92 @@ fn client_id(query: Option<&str>, authorization: Option<&str>, body: &[u8]) -> O
     from_pairs(body)
 }
 
-/// The middleware: per-address, then per-client limits.
-pub(crate) async fn limit(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path().to_owned();
-    if !limited(request.method(), &path) {
-        return next.run(request).await;
+/// The rate-limit layer (`layers::apply`): per-address, then per-client
+/// limits on the limited routes; every other request passes untouched.
+#[derive(Clone)]
+pub(crate) struct RateLimitLayer(pub(crate) Arc<AppState>);
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            state: self.0.clone(),
+        }
     }
+}
+
+#[derive(Clone)]
+pub(crate) struct RateLimit<S> {
+    inner: S,
+    state: Arc<AppState>,
+}
+
+impl<S, B> Service<Request<B>> for RateLimit<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let request = request.map(Body::new);
+        if !limited(request.method(), request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        // The service that was made ready answers; a fresh clone stays for the next call.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        let state = self.state.clone();
+        Box::pin(async move {
+            match admit(&state, request).await {
+                Ok(request) => ready.oneshot(request).await,
+                Err(refusal) => Ok(refusal),
+            }
+        })
+    }
+}
+
+/// `request`, when neither its address nor its client is over the limit;
+/// otherwise the 429.
+async fn admit(state: &AppState, request: Request) -> Result<Request, Response> {
+    let path = request.uri().path();
     let limits = &state.config.rate_limits;
     let now = Instant::now();
-    if let Err(wait) = state
-        .limiter
-        .take(Key::Address(peer.ip()), limits.per_address_per_minute, now)
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+        && let Err(wait) = state
+            .limiter
+            .take(Key::Address(peer.ip()), limits.per_address_per_minute, now)
     {
         tracing::warn!(target: "gatehouse::security", reason = "rate limit per address", path, "request refused");
-        return too_many(wait);
+        return Err(too_many(wait));
     }
     if limits.per_client_per_minute == 0 || path.starts_with("/consent/") || path.starts_with("/connect/") {
-        return next.run(request).await;
+        return Ok(request);
     }
     // The client id may be in the form body: read it (the body limit layer
     // already bounds it) and hand the same bytes on.
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, state.config.max_body_bytes).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        return Err(StatusCode::PAYLOAD_TOO_LARGE.into_response());
     };
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if let Some(id) = client_id(parts.uri.query(), authorization, &bytes)
         && let Err(wait) = state.limiter.take(Key::Client(id), limits.per_client_per_minute, now)
     {
-        tracing::warn!(target: "gatehouse::security", reason = "rate limit per client", path, "request refused");
-        return too_many(wait);
+        tracing::warn!(target: "gatehouse::security", reason = "rate limit per client", path = parts.uri.path(), "request refused");
+        return Err(too_many(wait));
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 fn too_many(wait: Duration) -> Response {

@@ -473,7 +473,7 @@ async fn json_log_lines_of_both_planes_carry_the_request_id_and_the_clients_trac
     let dir = tempfile::tempdir().unwrap();
     let up = UpProcess::start_with(
         dir.path(),
-        "info,gatehouse_control_plane=debug,tower_http=debug",
+        "info,gatehouse_control_plane=debug,gatehouse::http=debug",
         &[
             ("GATEHOUSE_LOG__FORMAT", "json"),
             ("GATEHOUSE_CONTROL_PLANE__METRICS_LISTEN", "127.0.0.1:0"),

@@ -1,7 +1,7 @@
 //! Authentication of `/mcp`: the bearer token from the `Authorization` header,
-//! resolved by the control plane to a [`Caller`] in the request extensions.
-//! Applied with `route_layer`, so an unknown path never costs a control-plane
-//! call. Tokens anywhere else (the query string) are refused (OAuth 2.1 §5.1.1,
+//! resolved by the control plane to a [`Caller`]. Called by the `/mcp`
+//! handlers themselves (not a middleware: one less boxed layer per call), so
+//! an unknown path never costs a control-plane call. Tokens anywhere else (the query string) are refused (OAuth 2.1 §5.1.1,
 //! SPEC-NOTES §2.4), and no other header ever names the caller.
 //!
 //! Resolved callers are cached under the SHA-256 of the token (never the
@@ -11,10 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, Uri, header};
 use sha2::{Digest as _, Sha256};
 
 use super::error::McpError;
@@ -46,8 +43,8 @@ pub(crate) struct Caller {
 /// SHA-256 of a bearer token: what the caller cache is keyed by.
 pub(crate) type TokenHash = [u8; 32];
 
-/// The request's bearer token, in the request extensions for the rare step
-/// that must resolve the caller afresh. Never cached, never printed.
+/// The request's bearer token, kept for the rare step that must resolve the
+/// caller afresh. Never cached, never printed.
 #[derive(Clone)]
 pub(crate) struct BearerToken(pub(crate) String);
 
@@ -59,7 +56,7 @@ impl std::fmt::Debug for BearerToken {
 
 /// Resolves `token` at the control plane again (bypassing the cache) and
 /// caches the answer; `None` when the control plane does not say.
-pub(crate) async fn refresh_caller(state: &AppState, token: &BearerToken, cache_key: TokenHash) -> Option<Caller> {
+pub(crate) async fn refresh_caller(state: &AppState, token: &BearerToken, cache_key: TokenHash) -> Option<Arc<Caller>> {
     let info = state
         .cp
         .tokens()
@@ -70,7 +67,7 @@ pub(crate) async fn refresh_caller(state: &AppState, token: &BearerToken, cache_
         .cp("ResolveAccessToken")
         .ok()?;
     let ttl = cache_ttl(&info, unix_now());
-    let caller = Caller::new(info, cache_key);
+    let caller = Arc::new(Caller::new(info, cache_key));
     if state.mcp.cache_per_grant {
         state.mcp.callers.insert(cache_key, caller.clone(), ttl);
     }
@@ -162,52 +159,65 @@ fn cache_ttl(info: &CallerInfo, now: i64) -> Duration {
     Duration::from_millis(u64::from(info.cache_ttl_ms)).min(Duration::from_secs(until_expiry))
 }
 
-/// The `/mcp` middleware: authenticate, then put the [`Caller`] in the extensions.
+/// Authenticates a `/mcp` request: who calls, and with which token.
 pub(crate) async fn authenticate(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, McpError> {
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(Arc<Caller>, BearerToken), McpError> {
     let public_url = &state.config.public_url;
-    let resource_metadata = resource_metadata_url(public_url);
-    let token = match bearer_token(request.uri().query(), request.headers()) {
+    // Built only on the way to a refusal: the happy path needs no URL.
+    let resource_metadata = || resource_metadata_url(public_url);
+    let token = match bearer_token(uri.query(), headers) {
         Ok(token) => token,
-        Err(BearerError::Missing) => return Err(McpError::NoCredentials { resource_metadata }),
-        Err(BearerError::Malformed) => return Err(McpError::InvalidToken { resource_metadata }),
+        Err(BearerError::Missing) => {
+            return Err(McpError::NoCredentials {
+                resource_metadata: resource_metadata(),
+            });
+        }
+        Err(BearerError::Malformed) => {
+            return Err(McpError::InvalidToken {
+                resource_metadata: resource_metadata(),
+            });
+        }
         Err(BearerError::InQuery) => {
             return Err(McpError::InvalidRequest {
-                resource_metadata,
+                resource_metadata: resource_metadata(),
                 description: "access tokens are accepted only in the Authorization header",
             });
         }
         Err(BearerError::Several) => {
             return Err(McpError::InvalidRequest {
-                resource_metadata,
+                resource_metadata: resource_metadata(),
                 description: "send exactly one Authorization header",
             });
         }
     };
     let cache_key: TokenHash = Sha256::digest(token.as_bytes()).into();
-    request.extensions_mut().insert(BearerToken(token.clone()));
     // `cache_callers_and_credentials = false` (benchmarks): always ask the control plane.
     if state.mcp.cache_per_grant
         && let Some(caller) = state.mcp.callers.get(&cache_key)
     {
         state.mcp.cache_counts.caller.hit();
-        request.extensions_mut().insert(caller);
-        return Ok(next.run(request).await);
+        return Ok((caller, BearerToken(token)));
     }
     state.mcp.cache_counts.caller.miss();
     let info = match state
         .cp
         .tokens()
-        .resolve_access_token(ResolveAccessTokenRequest { access_token: token })
+        .resolve_access_token(ResolveAccessTokenRequest {
+            access_token: token.clone(),
+        })
         .await
         .cp("ResolveAccessToken")
     {
         Ok(info) => info,
         // Any refusal means the token is not one to honour (RFC 6750 §3.1).
-        Err(CpError::Refused { .. }) => return Err(McpError::InvalidToken { resource_metadata }),
+        Err(CpError::Refused { .. }) => {
+            return Err(McpError::InvalidToken {
+                resource_metadata: resource_metadata(),
+            });
+        }
         Err(CpError::Unavailable) => return Err(McpError::Unavailable),
         Err(CpError::Internal) => return Err(McpError::Internal),
     };
@@ -216,19 +226,22 @@ pub(crate) async fn authenticate(
     // resource are accepted (the control plane binds each token to one).
     if !info.resource.is_empty() && !same_resource(&info.resource, &resource(public_url), public_url) {
         tracing::warn!(target: "gatehouse::security", reason = "audience_mismatch", grant_id = %info.grant_id, "token bound to another resource");
-        return Err(McpError::InvalidToken { resource_metadata });
+        return Err(McpError::InvalidToken {
+            resource_metadata: resource_metadata(),
+        });
     }
     if !info.scopes.iter().any(|scope| scope == MCP_SCOPE) {
-        return Err(McpError::InsufficientScope { resource_metadata });
+        return Err(McpError::InsufficientScope {
+            resource_metadata: resource_metadata(),
+        });
     }
     // Order: only a caller that passed every check above is cached.
     let ttl = cache_ttl(&info, unix_now());
-    let caller = Caller::new(info, cache_key);
+    let caller = Arc::new(Caller::new(info, cache_key));
     if state.mcp.cache_per_grant {
         state.mcp.callers.insert(cache_key, caller.clone(), ttl);
     }
-    request.extensions_mut().insert(caller);
-    Ok(next.run(request).await)
+    Ok((caller, BearerToken(token)))
 }
 
 #[cfg(test)]

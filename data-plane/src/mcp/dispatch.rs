@@ -29,7 +29,7 @@ pub(crate) const RESOURCE_SCHEME_PREFIX: &str = "mcp+";
 /// One request being served.
 pub(crate) struct Call<'a> {
     pub(crate) state: &'a Arc<AppState>,
-    pub(crate) caller: &'a Caller,
+    pub(crate) caller: &'a Arc<Caller>,
     pub(crate) token: &'a super::auth::BearerToken,
     /// The request's id as raw JSON, echoed unchanged (also to upstreams).
     pub(crate) id: &'a str,

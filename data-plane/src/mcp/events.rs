@@ -152,9 +152,9 @@ mod tests {
             state
                 .mcp
                 .callers
-                .insert(caller.cache_key, caller.clone(), Duration::from_secs(60));
+                .insert(caller.cache_key, Arc::new(caller.clone()), Duration::from_secs(60));
             for name in ["notes", "mail"] {
-                state.mcp.keep_credential(caller, &service(name), &credential());
+                state.mcp.keep_credential(caller, &service(name), credential());
             }
         }
         apply(

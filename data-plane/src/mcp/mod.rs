@@ -34,8 +34,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
@@ -63,15 +63,15 @@ const CATALOGUE_TTL: Duration = Duration::from_secs(60 * 60);
 /// What `/mcp` keeps between requests: caches only.
 pub(crate) struct Gateway {
     /// SHA-256(bearer token) → resolved caller.
-    pub(crate) callers: TtlCache<TokenHash, Caller>,
+    pub(crate) callers: TtlCache<TokenHash, Arc<Caller>>,
     /// `DataPlaneConfig::cache_callers_and_credentials`: when false, `callers`
     /// and `credentials` are neither read nor filled, so every request asks
     /// the control plane (for benchmarks).
     pub(crate) cache_per_grant: bool,
     /// (grant, service) → credential, and the identity it belongs to.
-    credentials: TtlCache<(String, String), (Credential, String)>,
+    credentials: TtlCache<(String, String), Arc<(Credential, String)>>,
     /// (grant, service) → upstream session.
-    sessions: TtlCache<(String, String), UpstreamSession>,
+    sessions: TtlCache<(String, String), Arc<UpstreamSession>>,
     /// The service catalogue (ListServices).
     services: Refreshing<Services>,
     /// service → its upstream tools (after the allow and deny lists), shared by
@@ -88,7 +88,7 @@ pub(crate) struct Gateway {
 }
 
 impl Gateway {
-    pub(crate) fn new(config: &DataPlaneConfig) -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(config: &DataPlaneConfig) -> Result<Self, upstream::ClientError> {
         Ok(Self {
             callers: TtlCache::new(config.caller_cache_entries.max(1)),
             cache_per_grant: config.cache_callers_and_credentials,
@@ -133,27 +133,39 @@ impl Gateway {
         cp: &ControlPlaneClient,
         caller: &Caller,
         service: &Service,
-    ) -> Result<Credential, CredentialError> {
+    ) -> Result<Arc<(Credential, String)>, CredentialError> {
         let key = (caller.grant_id.clone(), service.name.clone());
+        self.credential_for(cp, caller, service, &key).await
+    }
+
+    /// [`Self::credential`] under its cache key, when the caller has it already.
+    async fn credential_for(
+        &self,
+        cp: &ControlPlaneClient,
+        caller: &Caller,
+        service: &Service,
+        key: &(String, String),
+    ) -> Result<Arc<(Credential, String)>, CredentialError> {
         if self.cache_per_grant
-            && let Some((credential, _)) = self.credentials.get(&key)
+            && let Some(kept) = self.credentials.get(key)
         {
             self.cache_counts.credential.hit();
-            return Ok(credential);
+            return Ok(kept);
         }
         self.cache_counts.credential.miss();
         let credential = services::fetch_credential(cp, &caller.grant_id, &service.name).await?;
-        self.keep_credential(caller, service, &credential);
-        Ok(credential)
+        Ok(self.keep_credential(caller, service, credential))
     }
 
-    fn keep_credential(&self, caller: &Caller, service: &Service, credential: &Credential) {
-        if !self.cache_per_grant {
-            return;
+    /// `credential`, cached (with the identity it belongs to, for invalidation).
+    fn keep_credential(&self, caller: &Caller, service: &Service, credential: Credential) -> Arc<(Credential, String)> {
+        let ttl = credential.cache_ttl;
+        let kept = Arc::new((credential, caller.identity_id.clone()));
+        if self.cache_per_grant {
+            let key = (caller.grant_id.clone(), service.name.clone());
+            self.credentials.insert(key, kept.clone(), ttl);
         }
-        let key = (caller.grant_id.clone(), service.name.clone());
-        self.credentials
-            .insert(key, (credential.clone(), caller.identity_id.clone()), credential.cache_ttl);
+        kept
     }
 
     // === Invalidation (events) ===
@@ -164,11 +176,11 @@ impl Gateway {
             .callers
             .values_where(|caller| caller.identity_id == identity_id)
             .into_iter()
-            .map(|caller| caller.grant_id)
+            .map(|caller| caller.grant_id.clone())
             .collect();
         grants.extend(
             self.credentials
-                .keys_where(|(_, identity)| identity == identity_id)
+                .keys_where(|kept| kept.1 == identity_id)
                 .into_iter()
                 .map(|(grant, _)| grant),
         );
@@ -243,7 +255,7 @@ impl Gateway {
     ) -> Result<(UpstreamReply, Instant), CallError> {
         let deadline = Instant::now() + service.timeout(self.default_timeout);
         let key = (caller.grant_id.clone(), service.name.clone());
-        let mut credential = self.credential(cp, caller, service).await?;
+        let mut credential = self.credential_for(cp, caller, service, &key).await?;
         let mut refreshed = false;
         let mut reinitialized = false;
         loop {
@@ -251,13 +263,13 @@ impl Gateway {
                 let session = match self.sessions.get(&key) {
                     Some(session) => session,
                     None => {
-                        let session = self.upstream.initialize(service, &credential, deadline).await?;
+                        let session = Arc::new(self.upstream.initialize(service, &credential.0, deadline).await?);
                         self.sessions.insert(key.clone(), session.clone(), SESSION_TTL);
                         session
                     }
                 };
                 self.upstream
-                    .post(service, &credential, Some(&session), body.clone(), deadline)
+                    .post(service, &credential.0, Some(&session), body.clone(), deadline)
                     .await
             };
             match attempt.await {
@@ -267,15 +279,15 @@ impl Gateway {
                     self.credentials.remove(&key);
                     self.sessions.remove(&key);
                     tracing::info!(target: "gatehouse::mcp", service = %service.name, grant_id = %caller.grant_id, "upstream refused the credential; refreshing once");
-                    credential =
-                        services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.version, false).await?;
-                    self.keep_credential(caller, service, &credential);
+                    let fresh =
+                        services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.0.version, false).await?;
+                    credential = self.keep_credential(caller, service, fresh);
                 }
                 Err(UpstreamError::Unauthorized) if service.auth_mode == AuthMode::Oauth => {
                     self.credentials.remove(&key);
                     self.sessions.remove(&key);
                     // Still refused after one refresh: the connection needs the person again.
-                    return match services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.version, true)
+                    return match services::report_unauthorized(cp, &caller.grant_id, &service.name, &credential.0.version, true)
                         .await
                     {
                         Ok(_) | Err(CredentialError::NeedsReauth) => Err(CallError::Credential(CredentialError::NeedsReauth)),
@@ -306,44 +318,62 @@ impl From<CredentialError> for CallError {
 }
 
 /// The `/mcp` route.
-pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/mcp", post(post_mcp).get(get_or_delete_mcp).delete(get_or_delete_mcp))
-        // Order: route_layer, so only the matched route (every method of it)
-        // authenticates and an unknown path never calls the control plane.
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        // Order: outside authentication, so a foreign origin is refused before
-        // any token is looked at.
-        .route_layer(middleware::from_fn_with_state(state, check_origin))
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new().route("/mcp", post(post_mcp).get(get_or_delete_mcp).delete(get_or_delete_mcp))
 }
 
-async fn check_origin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Result<Response, McpError> {
-    wire::check_origin(request.headers(), &state.config.public_url, &state.config.allowed_origins)?;
-    Ok(next.run(request).await)
+/// What every method of `/mcp` checks first, in order: the `Origin` (so a
+/// foreign origin is refused before any token is looked at), then the caller.
+/// Plain calls rather than route layers: each layer would cost a boxed
+/// service clone on every call.
+async fn admit(state: &AppState, parts: &Parts) -> Result<(Arc<Caller>, BearerToken), McpError> {
+    wire::check_origin(&parts.headers, &state.config.public_url, &state.config.allowed_origins)?;
+    auth::authenticate(state, &parts.uri, &parts.headers).await
 }
 
 /// `GET` and `DELETE /mcp`: no stream to open, no session to end (SPEC-NOTES §4.3).
-async fn get_or_delete_mcp() -> McpError {
-    McpError::MethodNotAllowed
+async fn get_or_delete_mcp(State(state): State<Arc<AppState>>, request: Request) -> McpError {
+    let (parts, _) = request.into_parts();
+    match admit(&state, &parts).await {
+        Ok(_) => McpError::MethodNotAllowed,
+        Err(err) => err,
+    }
 }
 
 /// `POST /mcp`: one JSON-RPC message (or, on 2025-03-26, a batch).
-async fn post_mcp(
-    State(state): State<Arc<AppState>>,
-    caller: axum::Extension<Caller>,
-    token: axum::Extension<BearerToken>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match serve(&state, &caller, &token, &headers, &body).await {
+async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (caller, token) = match admit(&state, &parts).await {
+        Ok(admitted) => admitted,
+        Err(err) => return err.into_response(),
+    };
+    // Order: the body is read only for an admitted caller. The body limit
+    // layer bounds it; its refusal keeps axum's `Bytes` extractor's status.
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(err) => return body_refusal(err),
+    };
+    match serve(&state, &caller, &token, &parts.headers, &body).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
 }
 
+/// 413 for a body over the limit, 400 for one that broke off.
+fn body_refusal(err: axum::Error) -> Response {
+    let inner = err.into_inner();
+    let over_limit = std::iter::successors(Some(&*inner as &(dyn std::error::Error + 'static)), |e| e.source())
+        .any(|e| e.is::<http_body_util::LengthLimitError>());
+    if over_limit {
+        (StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large").into_response()
+    } else {
+        (StatusCode::BAD_REQUEST, "the request body could not be read").into_response()
+    }
+}
+
 async fn serve(
     state: &Arc<AppState>,
-    caller: &Caller,
+    caller: &Arc<Caller>,
     token: &BearerToken,
     headers: &HeaderMap,
     body: &[u8],
@@ -405,7 +435,12 @@ async fn serve(
 }
 
 /// A 2025-03-26 batch: each request answered in turn, the answers in one array.
-async fn serve_batch(state: &Arc<AppState>, caller: &Caller, token: &BearerToken, body: &[u8]) -> Result<Response, McpError> {
+async fn serve_batch(
+    state: &Arc<AppState>,
+    caller: &Arc<Caller>,
+    token: &BearerToken,
+    body: &[u8],
+) -> Result<Response, McpError> {
     let elements = jsonrpc::parse_batch(body).map_err(McpError::Malformed)?;
     let mut answers: Vec<Vec<u8>> = Vec::new();
     for element in elements {

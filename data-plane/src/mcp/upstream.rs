@@ -5,13 +5,26 @@
 //! never the client's `Authorization` (SPEC-NOTES §2.4, C8), never its other
 //! headers. JSON replies come back as bytes; SSE replies as the open response,
 //! to be relayed ([`relay`]) or read to their response ([`read_response`]).
+//!
+//! The client is hyper's own (pooled HTTP/1.1 keep-alive, rustls for https)
+//! rather than reqwest: on the hot path reqwest's URL handling, redirect
+//! policy and retry layers cost about a tenth of a warm `tools/call`
+//! (BENCHMARKS.md), and Gatehouse needs none of them here.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls_platform_verifier::BuilderVerifierExt as _;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -36,8 +49,8 @@ const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 pub(crate) struct UpstreamSession {
     /// The upstream's `Mcp-Session-Id`, when it issued one.
     pub(crate) session_id: Option<HeaderValue>,
-    /// The revision the upstream answered with.
-    pub(crate) version: String,
+    /// The revision the upstream answered with, as the header every later request carries.
+    pub(crate) version: HeaderValue,
 }
 
 /// What an upstream answered.
@@ -46,7 +59,7 @@ pub(crate) enum UpstreamReply {
     /// A JSON body, as received.
     Json(Bytes),
     /// An SSE stream, still open.
-    Sse(reqwest::Response),
+    Sse(hyper::Response<Incoming>),
     /// 202: a notification was accepted.
     Accepted,
 }
@@ -70,53 +83,96 @@ pub(crate) enum UpstreamError {
     Malformed(String),
 }
 
+/// Why the upstream client could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream HTTP client could not be made: {0}")]
+pub(crate) struct ClientError(#[from] rustls::Error);
+
 /// The upstream HTTP client (one per data plane, cheap to clone).
 #[derive(Clone, Debug)]
 pub(crate) struct UpstreamClient {
-    http: reqwest::Client,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// Service URLs, parsed once (a parse per call showed in the profile).
-    urls: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, reqwest::Url>>>,
+    urls: Arc<std::sync::RwLock<std::collections::HashMap<String, Uri>>>,
 }
 
 /// Parsed service URLs kept at most (there are a handful of services).
 const MAX_PARSED_URLS: usize = 256;
 
 impl UpstreamClient {
-    pub(crate) fn new() -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            // Security: an upstream cannot send the request (with the person's
-            // credential) somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+    pub(crate) fn new() -> Result<Self, ClientError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_platform_verifier()?
+            .with_no_client_auth();
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(Duration::from_secs(5)));
+        tcp.set_nodelay(true);
+        // `https_or_http` lets the connector see `https` URLs.
+        tcp.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        // hyper follows no redirects. Security: an upstream cannot send the
+        // request (with the person's credential) somewhere else.
+        let http = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {
             http,
-            urls: std::sync::Arc::default(),
+            urls: Arc::default(),
         })
     }
 
-    /// `service.url`, parsed; `None` when it is no URL (the request then
-    /// fails as it would have with the string).
-    fn url(&self, service: &Service) -> Option<reqwest::Url> {
+    /// `service.url`, parsed (and checked to be http or https).
+    fn url(&self, service: &Service) -> Result<Uri, UpstreamError> {
         let read = self.urls.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(url) = read.get(&service.url) {
-            return Some(url.clone());
+            return Ok(url.clone());
         }
         drop(read);
-        let url = reqwest::Url::parse(&service.url).ok()?;
+        let url: Uri = service
+            .url
+            .parse()
+            .ok()
+            .filter(|url: &Uri| matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some())
+            .ok_or_else(|| UpstreamError::Unreachable("the service URL is not an http(s) URL".into()))?;
         let mut write = self.urls.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if write.len() >= MAX_PARSED_URLS {
             write.clear();
         }
         write.insert(service.url.clone(), url.clone());
-        Some(url)
+        Ok(url)
     }
 
-    /// A POST to `service`.
-    fn post_to(&self, service: &Service) -> reqwest::RequestBuilder {
-        match self.url(service) {
-            Some(url) => self.http.post(url),
-            None => self.http.post(&service.url),
+    /// Sends a POST of `body` to `service` with the credential's headers and
+    /// `extra` headers; the response once its head has arrived, by `deadline`.
+    async fn send(
+        &self,
+        service: &Service,
+        credential: &Credential,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<hyper::Response<Incoming>, UpstreamError> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.url(service)?;
+        let headers = request.headers_mut();
+        headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
+        headers.insert(header::ACCEPT, ACCEPT_BOTH);
+        for (name, value) in extra {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &credential.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        match tokio::time::timeout_at(deadline, self.http.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            // The error says what failed (connect, closed), never a header.
+            Ok(Err(err)) => Err(UpstreamError::Unreachable(describe(&err))),
+            Ok(Ok(response)) => Ok(response),
         }
     }
 
@@ -129,26 +185,14 @@ impl UpstreamClient {
         body: Bytes,
         deadline: Instant,
     ) -> Result<UpstreamReply, UpstreamError> {
-        let mut request = self
-            .post_to(service)
-            .header(header::CONTENT_TYPE, APPLICATION_JSON)
-            .header(header::ACCEPT, ACCEPT_BOTH)
-            .body(body);
+        let mut extra = Vec::new();
         if let Some(session) = session {
-            request = request.header(MCP_PROTOCOL_VERSION, session.version.as_str());
+            extra.push((MCP_PROTOCOL_VERSION, session.version.clone()));
             if let Some(id) = &session.session_id {
-                request = request.header(MCP_SESSION_ID, id.clone());
+                extra.push((MCP_SESSION_ID, id.clone()));
             }
         }
-        for (name, value) in &credential.headers {
-            request = request.header(name.clone(), value.clone());
-        }
-        let response = match tokio::time::timeout_at(deadline, request.send()).await {
-            Err(_) => return Err(UpstreamError::Timeout),
-            // The error names the URL, never a header.
-            Ok(Err(err)) => return Err(UpstreamError::Unreachable(err.without_url().to_string())),
-            Ok(Ok(response)) => response,
-        };
+        let response = self.send(service, credential, &extra, body, deadline).await?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || (status == StatusCode::FORBIDDEN && challenge_says_invalid_token(&response)) {
             return Err(UpstreamError::Unauthorized);
@@ -159,18 +203,13 @@ impl UpstreamClient {
         if status == StatusCode::ACCEPTED {
             return Ok(UpstreamReply::Accepted);
         }
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let content_type = content_type(&response);
         if content_type.starts_with("text/event-stream") && status.is_success() {
             return Ok(UpstreamReply::Sse(response));
         }
         // A JSON-RPC error may come with a 4xx status; its body still answers the request.
         if content_type.starts_with("application/json") {
-            let body = read_body(response, deadline).await?;
+            let body = read_body(response.into_body(), deadline).await?;
             if status.is_success() || serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.get("error").is_some()) {
                 return Ok(UpstreamReply::Json(body));
             }
@@ -200,8 +239,8 @@ impl UpstreamClient {
         let message = read_response(reply, deadline).await?;
         let version = message["result"]["protocolVersion"]
             .as_str()
-            .ok_or_else(|| UpstreamError::Malformed("initialize has no protocolVersion".into()))?
-            .to_owned();
+            .and_then(|version| HeaderValue::from_str(version).ok())
+            .ok_or_else(|| UpstreamError::Malformed("initialize has no protocolVersion".into()))?;
         let session = UpstreamSession { session_id, version };
         let initialized = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
         match self.post(service, credential, Some(&session), initialized, deadline).await {
@@ -223,19 +262,7 @@ impl UpstreamClient {
         body: String,
         deadline: Instant,
     ) -> Result<(Option<HeaderValue>, UpstreamReply), UpstreamError> {
-        let mut request = self
-            .post_to(service)
-            .header(header::CONTENT_TYPE, APPLICATION_JSON)
-            .header(header::ACCEPT, ACCEPT_BOTH)
-            .body(body);
-        for (name, value) in &credential.headers {
-            request = request.header(name.clone(), value.clone());
-        }
-        let response = match tokio::time::timeout_at(deadline, request.send()).await {
-            Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Err(err)) => return Err(UpstreamError::Unreachable(err.without_url().to_string())),
-            Ok(Ok(response)) => response,
-        };
+        let response = self.send(service, credential, &[], Bytes::from(body), deadline).await?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || (status == StatusCode::FORBIDDEN && challenge_says_invalid_token(&response)) {
             return Err(UpstreamError::Unauthorized);
@@ -245,25 +272,46 @@ impl UpstreamClient {
         }
         let session_id = response
             .headers()
-            .get("mcp-session-id")
+            .get(MCP_SESSION_ID)
             .filter(|v| !v.is_empty() && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)))
             .cloned();
-        let is_sse = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
-        let reply = if is_sse {
+        let reply = if content_type(&response).starts_with("text/event-stream") {
             UpstreamReply::Sse(response)
         } else {
-            UpstreamReply::Json(read_body(response, deadline).await?)
+            UpstreamReply::Json(read_body(response.into_body(), deadline).await?)
         };
         Ok((session_id, reply))
     }
 }
 
+/// A client error for a log line: its kind and causes, never a URL or header.
+fn describe(err: &hyper_util::client::legacy::Error) -> String {
+    let mut text = if err.is_connect() {
+        String::from("could not connect")
+    } else {
+        String::from("the connection failed")
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The reply's media type, lowercased.
+fn content_type(response: &hyper::Response<Incoming>) -> String {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
 /// Whether a 403 carries `WWW-Authenticate: Bearer error="invalid_token"`.
-fn challenge_says_invalid_token(response: &reqwest::Response) -> bool {
+fn challenge_says_invalid_token(response: &hyper::Response<Incoming>) -> bool {
     response
         .headers()
         .get_all(header::WWW_AUTHENTICATE)
@@ -272,18 +320,44 @@ fn challenge_says_invalid_token(response: &reqwest::Response) -> bool {
         .any(|v| v.contains("invalid_token"))
 }
 
-async fn read_body(mut response: reqwest::Response, deadline: Instant) -> Result<Bytes, UpstreamError> {
+/// The next chunk of data of `body` (trailers skipped); `None` at its end.
+async fn chunk(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
+async fn read_body(mut response: Incoming, deadline: Instant) -> Result<Bytes, UpstreamError> {
+    // Most replies arrive in one chunk: keep it as it is, copy only when there are more.
+    let mut first: Option<Bytes> = None;
     let mut body = Vec::new();
     loop {
-        match tokio::time::timeout_at(deadline, response.chunk()).await {
+        match tokio::time::timeout_at(deadline, chunk(&mut response)).await {
             Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Err(err)) => return Err(UpstreamError::Unreachable(err.without_url().to_string())),
-            Ok(Ok(None)) => return Ok(Bytes::from(body)),
+            Ok(Err(err)) => return Err(UpstreamError::Unreachable(err.to_string())),
+            Ok(Ok(None)) => {
+                return Ok(match first {
+                    Some(first) if body.is_empty() => first,
+                    _ => Bytes::from(body),
+                });
+            }
             Ok(Ok(Some(chunk))) => {
-                if body.len() + chunk.len() > MAX_REPLY_BYTES {
+                let read = first.as_ref().map_or(0, Bytes::len) + body.len() + chunk.len();
+                if read > MAX_REPLY_BYTES {
                     return Err(UpstreamError::Malformed("the reply is too large".into()));
                 }
-                body.extend_from_slice(&chunk);
+                match first.take() {
+                    None if body.is_empty() => first = Some(chunk),
+                    taken => {
+                        if let Some(taken) = taken {
+                            body.extend_from_slice(&taken);
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                }
             }
         }
     }
@@ -295,13 +369,14 @@ pub(crate) async fn read_response(reply: UpstreamReply, deadline: Instant) -> Re
     match reply {
         UpstreamReply::Json(body) => serde_json::from_slice(&body).map_err(|e| UpstreamError::Malformed(e.to_string())),
         UpstreamReply::Accepted => Err(UpstreamError::Malformed("202 to a request".into())),
-        UpstreamReply::Sse(mut response) => {
+        UpstreamReply::Sse(response) => {
+            let mut response = response.into_body();
             let mut splitter = EventSplitter::default();
             let mut read = 0usize;
             loop {
-                let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
+                let chunk = match tokio::time::timeout_at(deadline, chunk(&mut response)).await {
                     Err(_) => return Err(UpstreamError::Timeout),
-                    Ok(Err(err)) => return Err(UpstreamError::Unreachable(err.without_url().to_string())),
+                    Ok(Err(err)) => return Err(UpstreamError::Unreachable(err.to_string())),
                     Ok(Ok(None)) => {
                         // The last event may lack its blank line.
                         return splitter
@@ -334,12 +409,13 @@ pub(crate) async fn read_response(reply: UpstreamReply, deadline: Instant) -> Re
 /// response. Past `deadline`, or when the upstream ends without a response,
 /// the client gets a JSON-RPC error for `id_json` instead. A client that goes
 /// away drops the receiver, which ends the relay and the upstream request.
-pub(crate) fn relay(mut upstream: reqwest::Response, deadline: Instant, id_json: String, service: String) -> Response {
+pub(crate) fn relay(upstream: hyper::Response<Incoming>, deadline: Instant, id_json: String, service: String) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let mut upstream = upstream.into_body();
     tokio::spawn(async move {
         let mut splitter = EventSplitter::default();
         let failure = loop {
-            let chunk = match tokio::time::timeout_at(deadline, upstream.chunk()).await {
+            let chunk = match tokio::time::timeout_at(deadline, chunk(&mut upstream)).await {
                 Err(_) => break format!("{service} did not answer in time"),
                 Ok(Err(_)) => break format!("{service} ended its reply without an answer"),
                 Ok(Ok(None)) => {
