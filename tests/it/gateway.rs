@@ -1,22 +1,24 @@
 //! `/mcp`, the gateway, end to end: two data planes (requests round-robined
 //! across them), one control plane, the demo upstream (per-user OAuth) and the
 //! scriptable fixture upstreams (no auth, a static header, slow, SSE with
-//! progress, expiring sessions).
+//! progress, expiring sessions, broken). Where a test reads the log, it runs
+//! `gatehouse up` as a process (`support::up_process`) instead.
 
 use std::time::Duration;
 
 use gatehouse::demo::{DemoConfig, DemoUpstream};
 use gatehouse::pb::CreateVirtualKeyRequest;
-use gatehouse_control_plane::mcp_servers::{AuthMode, McpServer, StaticHeader};
+use gatehouse_control_plane::mcp_servers::{AuthMode, McpServer, StaticHeader, UpstreamOAuth};
 use reqwest::StatusCode;
 use reqwest::header;
 use serde_json::{Value, json};
 
 use crate::support::fleet::{
-    Browser, Pkce, TestFleet, Tokens, approve, choose_virtual_key, connect_demo_service, skip, start_flow,
+    Browser, Edge, Pkce, TestFleet, Tokens, approve, choose_virtual_key, connect_demo_service, skip, start_flow,
 };
 use crate::support::mcp_client::{McpClient, read_reply};
-use crate::support::mcp_upstream::{McpUpstream, Script};
+use crate::support::mcp_upstream::{Broken, McpUpstream, Script};
+use crate::support::up_process::UpProcess;
 
 // === Setup ===
 
@@ -69,7 +71,7 @@ enum Identity<'a> {
 /// backed by `demo`) as `account`, approve, exchange. The steps alternate
 /// between the data planes.
 async fn sign_up(
-    fleet: &TestFleet,
+    fleet: &Edge,
     identity: Identity<'_>,
     connect: &[&str],
     demo: Option<&DemoUpstream>,
@@ -175,25 +177,110 @@ async fn tools_of_every_service_are_listed_prefixed_and_calls_reach_the_callers_
     fleet.stop().await;
 }
 
+/// The header an authenticating proxy in front of the consent pages sets.
+const PROXY_USER_HEADER: &str = "X-Forwarded-User";
+
+/// A new client's tokens for the user `user`, asserted by the trusted proxy
+/// header on the identity page, with "notes" connected at the demo as `account`.
+async fn sign_up_behind_proxy(fleet: &TestFleet, demo: &DemoUpstream, user: &str, account: &str) -> Tokens {
+    let client = fleet.register_public().await;
+    let browser = fleet.browser();
+    let pkce = Pkce::new();
+    let (flow_id, page) = start_flow(fleet, &browser, 0, &client, &pkce).await;
+    let csrf = page.csrf();
+    let response = fleet
+        .http()
+        .post(format!("{}/consent/{flow_id}/identity", fleet.url(1)))
+        .header(
+            header::COOKIE,
+            format!("gatehouse-flow={}", browser.cookie("gatehouse-flow").unwrap()),
+        )
+        .header(PROXY_USER_HEADER, user)
+        .form(&[("csrf", csrf.as_str()), ("choice", "proxy")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{user} chosen by the proxy header");
+    connect_demo_service(fleet, &browser, 0, (&flow_id, &csrf), "notes", demo.base_url(), account).await;
+    let code = approve(fleet, &browser, 1, &client, &flow_id, &csrf, &pkce).await;
+    fleet.exchange_code(0, &client, &code).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caller_is_whoever_the_token_says_and_no_header_can_name_another() {
     let demo = demo_upstream().await;
-    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
-    let (_, alice) = sign_up(&fleet, Identity::Skip, &["notes"], Some(&demo), "alice").await;
-    let (_, bob) = sign_up(&fleet, Identity::Skip, &["notes"], Some(&demo), "bob").await;
+    let servers = vec![oauth_service("notes", &demo)];
+    // The deployment trusts a proxy's user header on the consent pages; /mcp must not.
+    let fleet = TestFleet::builder()
+        .data_planes(2)
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = true;
+            config.mcp_servers = servers;
+            config.trust_proxy_user = true;
+        })
+        .data_plane(|config| config.trusted_user_header = Some(PROXY_USER_HEADER.into()))
+        .spawn()
+        .await;
+    let alice = sign_up_behind_proxy(&fleet, &demo, "alice@example.com", "alice").await;
+    let bob = sign_up_behind_proxy(&fleet, &demo, "bob@example.com", "bob").await;
+
+    // Bob as Gatehouse knows him: his identity's id, name and subject.
+    let identities = fleet
+        .control_plane
+        .admin()
+        .await
+        .admin()
+        .list_identities(gatehouse::pb::ListIdentitiesRequest { kind: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .identities;
+    let bob_identity = identities
+        .iter()
+        .find(|i| i.display_name == "bob@example.com")
+        .unwrap_or_else(|| panic!("bob is a user: {identities:?}"))
+        .clone();
+    let as_bob = McpClient::new(&fleet, &bob.access_token);
+    assert_eq!(as_bob.call_text("notes__whoami", json!({})).await, "you are bob");
+
     let as_alice = McpClient::new(&fleet, &alice.access_token);
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "notes__whoami", "arguments": {}}})
         .to_string();
-    for header in ["x-user-id", "x-forwarded-user", "x-gatehouse-identity"] {
-        let response = as_alice.post_raw(&body, &[(header, "bob"), (header, "someone-else")]).await;
-        let reply = read_reply(response).await;
-        assert_eq!(text_of(&reply.response), "you are alice", "{header}");
+    let bob_names = [
+        bob_identity.id.as_str(),
+        bob_identity.display_name.as_str(),
+        bob_identity.subject.as_str(),
+    ];
+    let spoofs: Vec<(&str, &str)> = [
+        PROXY_USER_HEADER,
+        "x-user-id",
+        "x-gatehouse-identity",
+        "x-gatehouse-identity-id",
+        "x-identity-id",
+        "x-remote-user",
+        "x-auth-request-user",
+        "x-forwarded-email",
+        "remote-user",
+    ]
+    .into_iter()
+    .flat_map(|header| bob_names.iter().filter(|v| !v.is_empty()).map(move |value| (header, *value)))
+    .collect();
+    // Each header alone, on each data plane; then all of them at once.
+    for spoof in &spoofs {
+        for _ in 0..2 {
+            let reply = read_reply(as_alice.post_raw(&body, &[*spoof]).await).await;
+            assert_eq!(text_of(&reply.response), "you are alice", "{spoof:?}");
+        }
     }
-    let as_bob = McpClient::new(&fleet, &bob.access_token);
+    for _ in 0..2 {
+        let reply = read_reply(as_alice.post_raw(&body, &spoofs).await).await;
+        assert_eq!(text_of(&reply.response), "you are alice", "every header at once");
+    }
     assert_eq!(as_bob.call_text("notes__whoami", json!({})).await, "you are bob");
+
     // Unknown or missing tokens get the challenge, whatever else is sent.
     let nobody = McpClient::new(&fleet, "gh_at_not-a-token");
-    let response = nobody.post_raw(&body, &[("x-user-id", "alice")]).await;
+    let response = nobody.post_raw(&body, &spoofs).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(
         response.headers()[header::WWW_AUTHENTICATE]
@@ -201,6 +288,23 @@ async fn the_caller_is_whoever_the_token_says_and_no_header_can_name_another() {
             .unwrap()
             .contains("invalid_token")
     );
+    for dp in 0..2 {
+        let mut request = fleet
+            .http()
+            .post(format!("{}/mcp", fleet.url(dp)))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(body.clone());
+        for (name, value) in &spoofs {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "no bearer: the trusted proxy header names nobody on /mcp"
+        );
+    }
     fleet.stop().await;
 }
 
@@ -435,7 +539,7 @@ async fn an_upstream_that_refuses_even_a_refreshed_token_marks_the_connection_fo
 // === Fixture upstreams: static header, slow, SSE, sessions, allow and deny lists ===
 
 /// The caller's tokens when no service needs connecting.
-async fn tokens_for(fleet: &TestFleet) -> Tokens {
+async fn tokens_for(fleet: &Edge) -> Tokens {
     sign_up(fleet, Identity::Skip, &[], None, "").await.1
 }
 
@@ -994,8 +1098,7 @@ async fn sign_up_as_user(fleet: &TestFleet, demo: &DemoUpstream, account: &str) 
             &[("csrf", page.csrf().as_str()), ("choice", "user")],
         )
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let provider_url = crate::support::fleet::continuation_link(&response.text().await.unwrap());
+    let provider_url = crate::support::fleet::follow_onward(&browser, fleet.url(1), response).await;
     let callback = crate::support::fleet::allow_at_demo(&browser, demo.base_url(), &provider_url, account).await;
     let to = browser.get_raw(&callback.replacen(&fleet.issuer, fleet.url(0), 1)).await;
     assert_eq!(to.status(), StatusCode::SEE_OTHER);
@@ -1077,5 +1180,415 @@ async fn a_signed_in_users_connect_link_needs_the_same_account_signed_in_in_the_
     let response = alice.get_raw(&link.replacen(&fleet.issuer, fleet.url(0), 1)).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     assert!(alice.get_raw(&callback).await.status().is_client_error());
+    fleet.stop().await;
+}
+
+// === Upstream credentials: a static header from a file, the per-grant cache ===
+
+/// An admin of `up` registers `server` through the gRPC admin API.
+async fn register_at(up: &UpProcess, server: gatehouse::pb::McpServer) {
+    let admin = gatehouse::admin_client::GrpcClient::connect(&up.grpc_url, &up.admin_credential)
+        .await
+        .unwrap();
+    admin
+        .admin()
+        .create_mcp_server(gatehouse::pb::CreateMcpServerRequest { server: Some(server) })
+        .await
+        .unwrap();
+}
+
+/// What a client sees of `up`: one data plane, which is also the issuer.
+fn edge_of(up: &UpProcess) -> Edge {
+    Edge {
+        urls: vec![up.public_url.clone()],
+        issuer: up.public_url.clone(),
+    }
+}
+
+/// `tools/list` until it names `tool` (a new service reaches the data plane
+/// by an event); returns the last listing.
+async fn listing_with(mcp: &McpClient, tool: &str) -> Vec<String> {
+    for _ in 0..50 {
+        let names = mcp.tool_names().await;
+        if names.iter().any(|n| n == tool) {
+            return names;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{tool} never listed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_header_read_from_a_file_reaches_the_upstream_and_never_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = gatehouse_control_plane::secret::random_id("file-held-api-key-");
+    let key_file = dir.path().join("search.key");
+    // As an operator writes it: with a trailing newline, readable by the service only.
+    std::fs::write(&key_file, format!("{secret}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let keyed = McpUpstream::start(Script {
+        tools: vec!["lookup".into()],
+        required_header: Some(("x-api-key".into(), secret.clone())),
+        ..Default::default()
+    })
+    .await;
+    let up = UpProcess::start(&dir.path().join("data"), "trace");
+    register_at(
+        &up,
+        gatehouse::pb::McpServer {
+            name: "keyed".into(),
+            url: keyed.url.clone(),
+            auth_mode: gatehouse::pb::UpstreamAuthMode::StaticHeaders as i32,
+            static_headers: vec![gatehouse::pb::StaticHeader {
+                name: "X-Api-Key".into(),
+                value_file: key_file.display().to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+    .await;
+    let edge = edge_of(&up);
+    let mcp = McpClient::new(&edge, &tokens_for(&edge).await.access_token);
+    mcp.initialize(json!({})).await;
+    assert!(
+        listing_with(&mcp, "keyed__lookup")
+            .await
+            .contains(&"keyed__lookup".to_owned())
+    );
+    let reply = mcp.call_tool("keyed__lookup", json!({"text": "q"})).await;
+    assert_eq!(reply["result"]["isError"], false, "{reply}");
+    assert_eq!(reply["result"]["structuredContent"]["tool"], "lookup");
+    let headers = keyed.all_headers();
+    assert!(headers.len() >= 3, "initialize, tools/list and tools/call reached it");
+    for request in &headers {
+        let sent: Vec<&str> = request
+            .iter()
+            .filter(|(n, _)| n == "x-api-key")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(sent, [secret.as_str()], "the file's value, without its newline, once");
+    }
+    assert!(
+        !reply.to_string().contains(&secret),
+        "the secret does not come back to the client"
+    );
+
+    let log = up.stop();
+    let upstream = keyed.url.trim_start_matches("http://").trim_end_matches("/mcp");
+    assert!(
+        log.contains(&format!("connected to {upstream}")),
+        "the trace log covers the calls to the service"
+    );
+    assert!(!log.contains(&secret), "the header's value reached the log");
+}
+
+/// A URL where nothing listens: a port that was just free.
+fn refusing_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/mcp")
+}
+
+/// The value of the Prometheus series `series` (name and labels) in `text`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_upstreams_are_left_out_of_tools_list_counted_and_logged() {
+    let failing = McpUpstream::start(Script {
+        tools: vec!["fail".into()],
+        broken: Some(Broken::Status(503)),
+        ..Default::default()
+    })
+    .await;
+    let garbled = McpUpstream::start(Script {
+        tools: vec!["garble".into()],
+        broken: Some(Broken::Garbage),
+        ..Default::default()
+    })
+    .await;
+    let fine = McpUpstream::start(Script::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let up = UpProcess::start_with(dir.path(), "info", &[("GATEHOUSE_LOG__FORMAT", "json")]);
+    let broken = [
+        ("failing", failing.url.clone()),
+        ("refusing", refusing_url()),
+        ("garbled", garbled.url.clone()),
+    ];
+    for (name, url) in broken.iter().cloned().chain([("fine", fine.url.clone())]) {
+        register_at(
+            &up,
+            gatehouse::pb::McpServer {
+                name: name.into(),
+                url,
+                auth_mode: gatehouse::pb::UpstreamAuthMode::None as i32,
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let edge = edge_of(&up);
+    let mcp = McpClient::new(&edge, &tokens_for(&edge).await.access_token);
+    mcp.initialize(json!({})).await;
+    for _ in 0..2 {
+        let names = listing_with(&mcp, "fine__echo").await;
+        assert_eq!(names, ["fine__echo"], "the broken ones are left out, the rest listed");
+    }
+    assert_eq!(mcp.call_tool("fine__echo", json!({})).await["result"]["isError"], false);
+    // The broken ones were asked (past initialize, for two of them).
+    for fixture in [&failing, &garbled] {
+        let methods: Vec<Value> = fixture
+            .recorded
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| body["method"].clone())
+            .collect();
+        assert!(methods.contains(&json!("tools/list")), "{methods:?}");
+    }
+
+    let metrics = edge
+        .http()
+        .get(format!("{}/metrics", up.public_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (name, _) in &broken {
+        let count = metric(
+            &metrics,
+            &format!("gatehouse_data_plane_upstream_errors_total{{server=\"{name}\"}}"),
+        );
+        assert!(count.is_some_and(|c| c >= 2.0), "{name} counted twice: {metrics}");
+    }
+    assert_eq!(
+        metric(&metrics, "gatehouse_data_plane_upstream_errors_total{server=\"fine\"}"),
+        None
+    );
+
+    let log = up.stop();
+    let failures: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "upstream call failed")
+        .collect();
+    for (name, _) in &broken {
+        let lines: Vec<&Value> = failures.iter().filter(|l| l["service"] == *name).collect();
+        assert!(lines.len() >= 2, "{name}'s failures are logged: {failures:#?}");
+        assert!(lines.iter().all(|l| l["level"] == "WARN" && l["method"] == "tools/list"));
+        assert!(lines.iter().all(|l| !l["error"].as_str().unwrap_or("").is_empty()));
+    }
+    assert!(!failures.iter().any(|l| l["service"] == "fine"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_data_plane_stops_using_a_connection_the_admin_disconnected() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
+    let (_, tokens) = sign_up(&fleet, Identity::Skip, &["notes"], Some(&demo), "alice").await;
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+    mcp.initialize(json!({"elicitation": {"url": {}}})).await;
+    // Warm: both data planes hold the caller and the upstream credential.
+    for _ in 0..4 {
+        assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+    }
+    for dp in 0..2 {
+        let text = fleet
+            .http()
+            .get(format!("{}/metrics", fleet.url(dp)))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let hits = metric(&text, "gatehouse_data_plane_cache_hits_total{cache=\"credential\"}");
+        assert!(
+            hits.is_some_and(|h| h >= 1.0),
+            "data plane {dp} served from its cache: {text}"
+        );
+    }
+
+    // The admin disconnects Alice (her token is revoked at the provider too);
+    // from now on no request may leave a data plane with it.
+    let connection = fleet
+        .control_plane
+        .core()
+        .store
+        .list_connections(None, Some("notes"))
+        .await
+        .unwrap()
+        .remove(0);
+    let admin = fleet.control_plane.admin().await;
+    admin
+        .admin()
+        .delete_connection(gatehouse::pb::DeleteConnectionRequest { id: connection.id })
+        .await
+        .unwrap();
+    // Revocations reach every data plane within a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reached = demo.stats().mcp_requests();
+    for _ in 0..4 {
+        link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+    }
+    assert_eq!(
+        demo.stats().mcp_requests(),
+        reached,
+        "no call went upstream with the disconnected connection's token"
+    );
+    fleet.stop().await;
+}
+
+/// The bearer tokens of the demo upstream's `/mcp` requests, in order.
+fn bearers_at(demo: &DemoUpstream) -> Vec<String> {
+    demo.stats()
+        .recorded_requests()
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_upstream_credential_is_not_used_once_its_token_is_due_to_expire() {
+    // Tokens that live 6 s past the control plane's refresh margin: the data
+    // planes may keep one at most that long, then it is refreshed, not reused.
+    let margin = gatehouse_control_plane::credentials::REFRESH_AHEAD_SECONDS.unsigned_abs();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let demo = DemoUpstream::spawn(
+        listener,
+        DemoConfig {
+            access_token_ttl: Duration::from_secs(margin + 6),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
+    let (_, tokens) = sign_up(&fleet, Identity::Skip, &["notes"], Some(&demo), "alice").await;
+    let connected = std::time::Instant::now();
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+    for _ in 0..4 {
+        assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+    }
+    let first = bearers_at(&demo);
+    assert!(first.len() >= 4, "{first:?}");
+    assert!(
+        first.iter().all(|b| *b == first[0]),
+        "within its lifetime the cached token is used"
+    );
+    assert_eq!(demo.stats().refreshes(), 0);
+
+    // Past the point where the token may still be used (6 s after connecting,
+    // give or take the control plane's whole seconds).
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(connected.elapsed())).await;
+    for _ in 0..4 {
+        assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are alice");
+    }
+    assert_eq!(demo.stats().refreshes(), 1, "refreshed once, for both data planes");
+    let later = &bearers_at(&demo)[first.len()..];
+    assert!(
+        !later.is_empty() && later.iter().all(|b| *b != first[0]),
+        "the old token was used again: {later:?}"
+    );
+    assert!(later.iter().all(|b| *b == later[0]), "both data planes use the new one");
+    fleet.stop().await;
+}
+
+// === Upstream sessions ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_callers_of_one_server_get_separate_upstream_sessions() {
+    let demo = demo_upstream().await;
+    let fixture = McpUpstream::start(Script {
+        sessions: true,
+        ..Default::default()
+    })
+    .await;
+    // A per-user OAuth service whose tokens come from the demo provider, so
+    // the fixture sees each caller's own bearer.
+    let service = McpServer {
+        name: "stateful".into(),
+        display_name: "Stateful".into(),
+        url: fixture.url.clone(),
+        auth_mode: AuthMode::Oauth,
+        oauth: UpstreamOAuth {
+            issuer: demo.base_url().to_owned(),
+            resource: demo.mcp_url(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let fleet = fleet_with(vec![service]).await;
+    let (_, alice) = sign_up(&fleet, Identity::Skip, &["stateful"], Some(&demo), "alice").await;
+    let (_, bob) = sign_up(&fleet, Identity::Skip, &["stateful"], Some(&demo), "bob").await;
+    let callers = [
+        McpClient::new(&fleet, &alice.access_token),
+        McpClient::new(&fleet, &bob.access_token),
+    ];
+    // Interleaved, so each data plane serves both callers.
+    let mut seen: [Vec<(String, String)>; 2] = Default::default();
+    for _ in 0..3 {
+        for (caller, seen) in callers.iter().zip(seen.iter_mut()) {
+            let reply = caller.call_tool("stateful__echo", json!({"text": "x"})).await;
+            let result = &reply["result"]["structuredContent"];
+            assert_eq!(result["tool"], "echo", "{reply}");
+            seen.push((
+                result["authorization"].as_str().unwrap().to_owned(),
+                result["session"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    let [alice_seen, bob_seen] = seen;
+    let bearer = |seen: &[(String, String)]| {
+        assert!(seen.iter().all(|(b, _)| *b == seen[0].0), "one upstream token per caller");
+        seen[0].0.clone()
+    };
+    let (alice_bearer, bob_bearer) = (bearer(&alice_seen), bearer(&bob_seen));
+    assert!(alice_bearer.starts_with("Bearer ") && alice_bearer != bob_bearer);
+    let sessions = |seen: &[(String, String)]| {
+        let mut ids: Vec<String> = seen.iter().map(|(_, s)| s.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let (alice_sessions, bob_sessions) = (sessions(&alice_seen), sessions(&bob_seen));
+    assert!(
+        alice_sessions.iter().all(|s| !bob_sessions.contains(s)),
+        "a session is never shared: {alice_sessions:?} {bob_sessions:?}"
+    );
+    assert!(
+        alice_sessions.len() <= 2 && bob_sessions.len() <= 2,
+        "one session per caller and data plane, reused: {alice_sessions:?} {bob_sessions:?}"
+    );
+
+    // The fixture's own record: each session was opened with one caller's
+    // token and only ever presented with that token.
+    let issued = fixture.sessions_by_authorization();
+    assert_eq!(
+        issued.keys().collect::<Vec<_>>(),
+        {
+            let mut both = vec![&alice_bearer, &bob_bearer];
+            both.sort();
+            both
+        },
+        "sessions were opened for the two callers only"
+    );
+    for (authorization, session) in fixture.session_uses() {
+        assert!(
+            issued.get(&authorization).is_some_and(|ids| ids.contains(&session)),
+            "{session} was presented with another caller's token"
+        );
+    }
     fleet.stop().await;
 }

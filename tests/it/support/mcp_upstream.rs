@@ -1,8 +1,11 @@
 //! A scriptable upstream MCP server for the gateway tests (Streamable HTTP,
 //! JSON-RPC 2.0), for what the demo upstream does not play: no auth or a
 //! static header, a slow server, SSE replies with progress notifications,
-//! session ids that expire (404), and a record of every request's headers.
+//! session ids that expire (404) and whom each was issued to, a broken
+//! server (an error status or garbage for a reply), and a record of every
+//! request's headers.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +30,17 @@ pub struct Script {
     pub sessions: bool,
     /// A header (name, value) every request must carry, else 401.
     pub required_header: Option<(String, String)>,
+    /// How every request but `initialize` is answered instead of properly.
+    pub broken: Option<Broken>,
+}
+
+/// How a broken upstream answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Broken {
+    /// This HTTP status, with a short text body.
+    Status(u16),
+    /// 200 `application/json` whose body is not JSON.
+    Garbage,
 }
 
 impl Default for Script {
@@ -37,6 +51,7 @@ impl Default for Script {
             sse: false,
             sessions: false,
             required_header: None,
+            broken: None,
         }
     }
 }
@@ -45,7 +60,19 @@ impl Default for Script {
 pub struct Recorded {
     pub requests: Mutex<Vec<(HeaderMap, Value)>>,
     pub sessions_opened: AtomicU64,
-    pub current_session: Mutex<Option<String>>,
+    /// Every session id issued, with the `Authorization` of the `initialize`
+    /// that opened it and whether it is still known.
+    pub sessions: Mutex<Vec<IssuedSession>>,
+}
+
+/// A session id the fixture issued.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    pub id: String,
+    /// The `Authorization` header of its `initialize` ("" without one).
+    pub authorization: String,
+    /// False once [`McpUpstream::expire_session`] forgot it.
+    pub live: bool,
 }
 
 struct Shared {
@@ -84,9 +111,39 @@ impl McpUpstream {
         Self { url, recorded, task }
     }
 
-    /// Forgets the current session, so the next request with it gets 404.
+    /// Forgets every session issued so far, so the next request with one gets 404.
     pub fn expire_session(&self) {
-        *self.recorded.current_session.lock().unwrap() = None;
+        for session in self.recorded.sessions.lock().unwrap().iter_mut() {
+            session.live = false;
+        }
+    }
+
+    /// Authorization → the session ids issued to it.
+    pub fn sessions_by_authorization(&self) -> BTreeMap<String, Vec<String>> {
+        let mut by = BTreeMap::<String, Vec<String>>::new();
+        for session in self.recorded.sessions.lock().unwrap().iter() {
+            by.entry(session.authorization.clone()).or_default().push(session.id.clone());
+        }
+        by
+    }
+
+    /// (Authorization, session id) of every request that carried a session id.
+    pub fn session_uses(&self) -> Vec<(String, String)> {
+        self.recorded
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(headers, _)| {
+                let session = headers.get("mcp-session-id")?.to_str().ok()?.to_owned();
+                let authorization = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                Some((authorization, session))
+            })
+            .collect()
     }
 
     /// Every request's headers, lowercased name → value.
@@ -124,16 +181,41 @@ async fn post_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
     tokio::time::sleep(shared.script.delay).await;
     let method = message["method"].as_str().unwrap_or("").to_string();
     let id = message.get("id").cloned();
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let sent_session = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     if shared.script.sessions && method != "initialize" {
-        let current = shared.recorded.current_session.lock().unwrap().clone();
-        let sent = headers.get("mcp-session-id").and_then(|v| v.to_str().ok());
-        if current.is_none() || sent != current.as_deref() {
+        let known = sent_session.as_deref().is_some_and(|sent| {
+            shared
+                .recorded
+                .sessions
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.live && s.id == sent)
+        });
+        if !known {
             return (StatusCode::NOT_FOUND, "unknown session").into_response();
         }
     }
     let Some(id) = id else {
         return StatusCode::ACCEPTED.into_response();
     };
+    match shared.script.broken {
+        Some(Broken::Status(status)) if method != "initialize" => {
+            return (StatusCode::from_u16(status).expect("status"), "the fixture is broken").into_response();
+        }
+        Some(Broken::Garbage) if method != "initialize" => {
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{\"jsonrpc\": \"2.0\", garbage"))
+                .expect("response");
+        }
+        _ => {}
+    }
     let result = match method.as_str() {
         "initialize" => json!({
             "protocolVersion": message["params"]["protocolVersion"].as_str().unwrap_or("2025-06-18"),
@@ -152,9 +234,9 @@ async fn post_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
                     None,
                 );
             }
-            let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
             json!({ "content": [{ "type": "text", "text": format!("{name}: {}", message["params"]["arguments"]) }],
-                    "structuredContent": { "tool": name, "arguments": message["params"]["arguments"], "authorization": auth },
+                    "structuredContent": { "tool": name, "arguments": message["params"]["arguments"],
+                                           "authorization": authorization, "session": sent_session },
                     "isError": false })
         }
         "prompts/list" => json!({ "prompts": [{ "name": "greeting", "description": "a greeting" }] }),
@@ -171,7 +253,11 @@ async fn post_mcp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
     };
     let session = if shared.script.sessions && method == "initialize" {
         let session = format!("s{}", shared.recorded.sessions_opened.fetch_add(1, Ordering::SeqCst) + 1);
-        *shared.recorded.current_session.lock().unwrap() = Some(session.clone());
+        shared.recorded.sessions.lock().unwrap().push(IssuedSession {
+            id: session.clone(),
+            authorization: authorization.clone(),
+            live: true,
+        });
         Some(session)
     } else {
         None
