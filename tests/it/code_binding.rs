@@ -15,6 +15,10 @@ use crate::support::fleet::{
     AuthorizationCode, ClientAuth, Pkce, RegisteredClient, STATE, TestFleet, Tokens, approve, authorize_params, skip, start_flow,
 };
 
+/// A refused token request: the case, the form, the client authentication,
+/// and the status and OAuth error expected.
+type Refusal<'a> = (&'a str, Vec<(&'a str, &'a str)>, ClientAuth<'a>, StatusCode, &'a str);
+
 /// Walks a flow for `client` (Skip, Approve): its code.
 async fn code_for(fleet: &TestFleet, client: &RegisteredClient) -> AuthorizationCode {
     let browser = fleet.browser();
@@ -92,7 +96,7 @@ store_test!(
             confidential.client_secret.as_deref().expect("secret"),
         );
 
-        let refusals: Vec<(&str, Vec<(&str, &str)>, ClientAuth<'_>, StatusCode, &str)> = vec![
+        let refusals: Vec<Refusal<'_>> = vec![
             (
                 "the code presented by another public client",
                 code_form(c, Some(v), Some(r), None),
