@@ -227,6 +227,9 @@ fn too_many(wait: Duration) -> Response {
         headers.insert(header::RETRY_AFTER, value);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The request's body may be unread, and hyper then closes the connection:
+    // say so, rather than let the client's next request on it fail.
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

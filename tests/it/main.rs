@@ -17,6 +17,7 @@ mod fleet;
 mod gateway;
 mod grpc_server;
 mod interop;
+mod keep_alive;
 mod logs;
 mod metrics;
 mod oauth_core;

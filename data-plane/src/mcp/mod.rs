@@ -345,7 +345,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
     let (parts, body) = request.into_parts();
     let (caller, token) = match admit(&state, &parts).await {
         Ok(admitted) => admitted,
-        Err(err) => return err.into_response(),
+        Err(err) => return refuse_after_draining(body, err).await,
     };
     // Order: the body is read only for an admitted caller. The body limit
     // layer bounds it; its refusal keeps axum's `Bytes` extractor's status.
@@ -357,6 +357,23 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
+}
+
+/// `refusal`, once the request's body has been read and dropped. hyper closes
+/// a keep-alive connection whose request body was left unread, without a
+/// `Connection: close` on the response; a client that sent its body a moment
+/// later then finds its next request on that connection cut off (an SDK
+/// client's first, unauthenticated POST is answered 401 this way). The body
+/// limit layer bounds what is read; past it, the response says it closes.
+async fn refuse_after_draining(body: axum::body::Body, refusal: McpError) -> Response {
+    let drained = axum::body::to_bytes(body, usize::MAX).await.is_ok();
+    let mut response = refusal.into_response();
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// 413 for a body over the limit, 400 for one that broke off.
