@@ -656,59 +656,8 @@ async fn metadata_document(core: &Core, url: &str) -> Result<Client, ClientError
     if fetched.status != 200 {
         return Err(refused(format!("answered HTTP {} (only 200 is accepted)", fetched.status)));
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(&fetched.body).map_err(|_| refused("the document is not JSON".into()))?;
-    let Some(object) = value.as_object() else {
-        return Err(refused("the document is not a JSON object".into()));
-    };
-    // Security: CIMD draft §4.1, a document is public, so it must not use a
-    // shared secret; one that carries a secret has leaked it.
-    if object.keys().any(|k| k.starts_with("client_secret")) {
-        return Err(refused("a metadata document must not contain a client secret".into()));
-    }
-    let document: MetadataDocument =
-        serde_json::from_value(value).map_err(|e| refused(format!("the document is malformed: {e}")))?;
-    // Security: CIMD draft §4.1, the document must name itself exactly, or any
-    // host could publish a document claiming another client's id.
-    if document.client_id != url {
-        return Err(refused("its client_id is not exactly the document URL".into()));
-    }
-    let client_name = document
-        .client_name
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| refused("client_name is required".into()))?;
-    let redirect_uris = document
-        .redirect_uris
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| refused("redirect_uris is required".into()))?;
-    match document.token_endpoint_auth_method.as_deref() {
-        None | Some("none") => {}
-        Some(method) if method.starts_with("client_secret") => {
-            return Err(refused(format!(
-                "token_endpoint_auth_method {method:?} uses a shared secret, which a public document cannot"
-            )));
-        }
-        Some(method) => {
-            return Err(refused(format!(
-                "token_endpoint_auth_method {method:?} is not supported (none)"
-            )));
-        }
-    }
-    let metadata = check_metadata(
-        &core.config.clients,
-        core.config.outbound.allow_loopback,
-        Metadata {
-            redirect_uris,
-            grant_types: document.grant_types,
-            response_types: document.response_types,
-            client_name,
-            client_uri: document.client_uri,
-            logo_uri: document.logo_uri,
-            scope: document.scope,
-            application_type: document.application_type,
-        },
-    )
-    .map_err(|e| refused(e.to_string()))?;
+    let metadata = parse_metadata_document(&core.config.clients, core.config.outbound.allow_loopback, url, &fetched.body)
+        .map_err(refused)?;
 
     let row = ClientRow {
         client_id: url.to_string(),
@@ -739,6 +688,60 @@ async fn metadata_document(core: &Core, url: &str) -> Result<Client, ClientError
             .await?;
     }
     from_row(row)
+}
+
+/// Reads a fetched metadata document (CIMD draft §4) of `url`: the metadata
+/// it registers, or why it is refused. Pure, so it is fuzzed on its own.
+fn parse_metadata_document(config: &ClientsConfig, allow_loopback: bool, url: &str, body: &[u8]) -> Result<Metadata, String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "the document is not JSON".to_owned())?;
+    let Some(object) = value.as_object() else {
+        return Err("the document is not a JSON object".into());
+    };
+    // Security: CIMD draft §4.1, a document is public, so it must not use a
+    // shared secret; one that carries a secret has leaked it.
+    if object.keys().any(|k| k.starts_with("client_secret")) {
+        return Err("a metadata document must not contain a client secret".into());
+    }
+    let document: MetadataDocument = serde_json::from_value(value).map_err(|e| format!("the document is malformed: {e}"))?;
+    // Security: CIMD draft §4.1, the document must name itself exactly, or any
+    // host could publish a document claiming another client's id.
+    if document.client_id != url {
+        return Err("its client_id is not exactly the document URL".into());
+    }
+    let client_name = document
+        .client_name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| "client_name is required".to_owned())?;
+    let redirect_uris = document
+        .redirect_uris
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| "redirect_uris is required".to_owned())?;
+    match document.token_endpoint_auth_method.as_deref() {
+        None | Some("none") => {}
+        Some(method) if method.starts_with("client_secret") => {
+            return Err(format!(
+                "token_endpoint_auth_method {method:?} uses a shared secret, which a public document cannot"
+            ));
+        }
+        Some(method) => {
+            return Err(format!("token_endpoint_auth_method {method:?} is not supported (none)"));
+        }
+    }
+    check_metadata(
+        config,
+        allow_loopback,
+        Metadata {
+            redirect_uris,
+            grant_types: document.grant_types,
+            response_types: document.response_types,
+            client_name,
+            client_uri: document.client_uri,
+            logo_uri: document.logo_uri,
+            scope: document.scope,
+            application_type: document.application_type,
+        },
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Checks a metadata document URL (CIMD draft §3): https (http to loopback only
@@ -1181,5 +1184,108 @@ mod properties {
                 prop_assert!(!metadata.client_name.is_empty() && !metadata.client_name.chars().any(char::is_control));
             }
         }
+    }
+}
+
+/// The fuzzing harness (SECURITY.md, "Fuzzing"); it lives beside the corpus, in `fuzz/`.
+#[cfg(test)]
+#[path = "../../fuzz/support.rs"]
+mod fuzz;
+
+/// The fuzz target `client_metadata` (SECURITY.md, "Fuzzing"): any body served
+/// as the Client ID Metadata Document `https://app.example/client.json` is
+/// refused, or registers a public client that names that URL and has only
+/// redirect URIs the policy accepts.
+#[cfg(test)]
+mod fuzz_targets {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const URL: &str = "https://app.example/client.json";
+
+    fn check(body: &[u8]) -> Result<(), TestCaseError> {
+        let config = ClientsConfig::default();
+        for allow_loopback in [false, true] {
+            let Ok(metadata) = parse_metadata_document(&config, allow_loopback, URL, body) else {
+                continue;
+            };
+            let value: Value = serde_json::from_slice(body).expect("an accepted document is JSON");
+            let object = value.as_object().expect("an accepted document is an object");
+            prop_assert_eq!(object.get("client_id").and_then(Value::as_str), Some(URL));
+            prop_assert!(!object.keys().any(|k| k.starts_with("client_secret")));
+            prop_assert!(
+                matches!(object.get("token_endpoint_auth_method"), None | Some(Value::Null))
+                    || object["token_endpoint_auth_method"] == "none"
+            );
+            prop_assert!(!metadata.client_name.trim().is_empty());
+            prop_assert!(!metadata.redirect_uris.is_empty() && metadata.redirect_uris.len() <= MAX_REDIRECT_URIS);
+            for uri in &metadata.redirect_uris {
+                prop_assert!(check_redirect_uri(uri, &config).is_ok(), "{:?}", uri);
+            }
+        }
+        Ok(())
+    }
+
+    fn document() -> impl Strategy<Value = Value> {
+        let uri = prop_oneof![
+            3 => prop::sample::select(vec![
+                "http://127.0.0.1:3000/callback",
+                "http://localhost/cb",
+                "https://app.example/cb",
+                "cursor://anysphere.cursor-mcp/oauth/callback",
+                "javascript:alert(1)",
+                "http://evil.example/cb",
+                "https://app.example/cb#frag",
+                "https://*.example/cb",
+                "",
+            ])
+            .prop_map(str::to_owned),
+            1 => any::<String>(),
+        ];
+        let text = prop_oneof!["\\PC{0,12}", Just(String::new()), Just("  ".to_owned())];
+        (
+            prop::option::of(prop_oneof![4 => Just(json!(URL)), 1 => Just(json!("https://app.example/other.json")), 1 => Just(json!(7))]),
+            prop::option::of(prop_oneof![3 => text.clone().prop_map(Value::from), 1 => Just(Value::Null), 1 => Just(json!(["x"]))]),
+            prop::option::of(prop_oneof![4 => prop::collection::vec(uri, 0..4).prop_map(Value::from), 1 => Just(json!("https://app.example/cb"))]),
+            prop::option::of(prop::sample::select(vec!["none", "client_secret_basic", "client_secret_post", "private_key_jwt", "NONE"])),
+            prop::option::of(prop::collection::vec(
+                prop::sample::select(vec!["authorization_code", "refresh_token", "client_credentials", "implicit", "password"]),
+                0..3,
+            )),
+            prop::option::of(prop::collection::vec(prop::sample::select(vec!["code", "token", "id_token"]), 0..2)),
+            prop::option::of(text),
+            prop::option::of(prop::sample::select(vec!["client_secret", "client_secret_expires_at", "jwks", "extra"])),
+        )
+            .prop_map(|(client_id, name, uris, method, grants, responses, scope, extra)| {
+                let mut object = serde_json::Map::new();
+                let mut put = |key: &str, value: Option<Value>| {
+                    if let Some(value) = value {
+                        object.insert(key.to_owned(), value);
+                    }
+                };
+                put("client_id", client_id);
+                put("client_name", name);
+                put("redirect_uris", uris);
+                put("token_endpoint_auth_method", method.map(Value::from));
+                put("grant_types", grants.map(Value::from));
+                put("response_types", responses.map(Value::from));
+                put("scope", scope.map(Value::from));
+                put(extra.unwrap_or("x-extra"), Some(json!("s3cr3t")));
+                Value::Object(object)
+            })
+    }
+
+    #[test]
+    fn client_metadata() {
+        let json = document().prop_map(|value| serde_json::to_vec(&value).unwrap()).boxed();
+        let edited = (json.clone(), any::<prop::sample::Index>(), any::<u8>()).prop_map(|(mut bytes, at, byte)| {
+            let at = at.index(bytes.len());
+            bytes[at] = byte;
+            bytes
+        });
+        let strategy = prop_oneof![6 => json, 2 => edited, 1 => any::<Vec<u8>>()];
+        fuzz::run("client_metadata", file!(), strategy, check);
     }
 }

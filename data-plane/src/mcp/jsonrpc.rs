@@ -205,3 +205,184 @@ mod tests {
         assert_eq!(value["error"]["code"], -32601);
     }
 }
+
+/// The fuzzing harness shared by the data plane's fuzz targets (SECURITY.md,
+/// "Fuzzing"); it lives beside the corpus, in `fuzz/`.
+#[cfg(test)]
+#[path = "../../../fuzz/support.rs"]
+pub(crate) mod fuzz;
+
+/// Properties of the message parser over generated messages (SECURITY.md).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A JSON value of some depth, of every JSON type.
+    pub(super) fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..4).prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Messages with each member present or not, of the right type or another.
+    pub(super) fn message() -> impl Strategy<Value = Value> {
+        let member = |good: BoxedStrategy<Value>| prop::option::of(prop_oneof![3 => good, 1 => json_value()]);
+        (
+            member(prop_oneof![Just(json!("2.0")), Just(json!("1.0"))].boxed()),
+            member(prop_oneof![any::<i64>().prop_map(Value::from), "[a-z0-9-]{0,8}".prop_map(Value::from)].boxed()),
+            member("[a-z/_]{1,16}".prop_map(Value::from).boxed()),
+            member(json_value().boxed()),
+            member(json_value().boxed()),
+            member(json_value().boxed()),
+        )
+            .prop_map(|(jsonrpc, id, method, params, result, error)| {
+                let mut object = serde_json::Map::new();
+                for (key, value) in [
+                    ("jsonrpc", jsonrpc),
+                    ("id", id),
+                    ("method", method),
+                    ("params", params),
+                    ("result", result),
+                    ("error", error),
+                ] {
+                    if let Some(value) = value {
+                        object.insert(key.into(), value);
+                    }
+                }
+                Value::Object(object)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn well_formed_requests_parse_as_sent(
+            id in prop_oneof![any::<i64>().prop_map(Value::from), "\\PC{0,12}".prop_map(Value::from)],
+            method in "\\PC{1,20}",
+            params in prop::option::of(json_value()),
+        ) {
+            let mut message = json!({ "jsonrpc": "2.0", "id": id, "method": method });
+            if let Some(params) = &params {
+                message["params"] = params.clone();
+            }
+            let body = serde_json::to_vec(&message).unwrap();
+            let parsed = Incoming::parse(&body).expect("a well-formed request");
+            prop_assert_eq!(parsed.kind(), Kind::Request);
+            prop_assert_eq!(parsed.method.as_deref(), Some(method.as_str()));
+            prop_assert_eq!(serde_json::from_str::<Value>(parsed.id_json()).unwrap(), id);
+            // Params pass through as the very text sent; a present `null` reads as
+            // absent (`Option`), as it always has.
+            prop_assert_eq!(
+                parsed.params.map(|p| p.get().to_owned()),
+                params.filter(|p| !p.is_null()).map(|p| p.to_string())
+            );
+        }
+    }
+}
+
+/// The fuzz target `jsonrpc` (SECURITY.md, "Fuzzing"): any body, through
+/// [`Incoming::parse`] and [`parse_batch`]; what either accepts is consistent
+/// with the JSON it was read from, and an error response echoing its id is JSON.
+#[cfg(test)]
+mod fuzz_targets {
+    use proptest::prelude::*;
+    use serde::de::IgnoredAny;
+    use serde_json::Value;
+
+    use super::properties::{json_value, message};
+    use super::*;
+
+    fn is_json(text: &[u8]) -> bool {
+        serde_json::from_slice::<IgnoredAny>(text).is_ok()
+    }
+
+    fn check_one(body: &[u8]) -> Result<(), TestCaseError> {
+        let parsed = Incoming::parse(body);
+        if is_batch(body) {
+            prop_assert_eq!(parsed.as_ref().err(), Some(&ParseError::Batch));
+        }
+        let Ok(message) = parsed else { return Ok(()) };
+        prop_assert_eq!(message.jsonrpc, Some("2.0"));
+        prop_assert!(
+            is_json(body),
+            "accepted a body that is not JSON: {:?}",
+            String::from_utf8_lossy(body)
+        );
+        let id = message.id_json();
+        prop_assert!(id.starts_with('"') || id.starts_with('-') || id.starts_with(|c: char| c.is_ascii_digit()) || id == "null");
+        match message.kind() {
+            Kind::Request => prop_assert!(message.id.is_some() && message.result.is_none() && message.error.is_none()),
+            Kind::Notification => prop_assert!(message.id.is_none() && message.result.is_none() && message.error.is_none()),
+            Kind::Response => prop_assert!(message.id.is_some() && (message.result.is_some() || message.error.is_some())),
+        }
+        // What is echoed back is well-formed JSON with the same id.
+        let reply = error_response(id, INVALID_REQUEST, "x", None);
+        prop_assert!(is_json(&reply), "{:?}", String::from_utf8_lossy(&reply));
+        prop_assert!(is_json(&result_response(id, &Value::Null)));
+        if let (Ok(sent), Ok(reply)) = (serde_json::from_str::<Value>(id), serde_json::from_slice::<Value>(&reply)) {
+            prop_assert_eq!(&reply["id"], &sent);
+        }
+        for raw in [message.params, message.result, message.error].into_iter().flatten() {
+            prop_assert!(is_json(raw.get().as_bytes()));
+        }
+        Ok(())
+    }
+
+    fn check(body: &[u8]) -> Result<(), TestCaseError> {
+        check_one(body)?;
+        match parse_batch(body) {
+            Ok(elements) => {
+                prop_assert!(!elements.is_empty());
+                let array: Vec<IgnoredAny> = serde_json::from_slice(body).expect("a batch is a JSON array");
+                prop_assert_eq!(array.len(), elements.len());
+                for element in elements {
+                    prop_assert!(is_json(element.get().as_bytes()));
+                    check_one(element.get().as_bytes())?;
+                }
+            }
+            Err(ParseError::Batch) => prop_assert!(false, "parse_batch never says Batch"),
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Bodies: messages and batches as JSON, cut short or with a byte changed,
+    /// and arbitrary bytes.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let json = prop_oneof![
+            4 => message(),
+            1 => prop::collection::vec(message(), 0..4).prop_map(Value::from),
+            1 => json_value(),
+        ]
+        .prop_map(|value| serde_json::to_vec(&value).unwrap());
+        let edited = (json.clone(), any::<prop::sample::Index>(), any::<u8>(), 0..3u8).prop_map(|(mut bytes, at, byte, how)| {
+            if !bytes.is_empty() {
+                let at = at.index(bytes.len());
+                match how {
+                    0 => bytes.truncate(at),
+                    1 => bytes[at] = byte,
+                    _ => bytes.insert(at, byte),
+                }
+            }
+            bytes
+        });
+        prop_oneof![4 => json, 3 => edited, 1 => any::<Vec<u8>>()]
+    }
+
+    #[test]
+    fn jsonrpc() {
+        fuzz::run("jsonrpc", file!(), body(), check);
+    }
+}

@@ -123,3 +123,56 @@ mod properties {
         }
     }
 }
+
+/// The fuzz target `oauth_authorize` (SECURITY.md, "Fuzzing"): any query string
+/// (corpus `fuzz/corpus/oauth`) is parsed or refused with a page, and what is
+/// parsed is passed on as sent.
+#[cfg(test)]
+mod fuzz_targets {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::mcp::jsonrpc::fuzz;
+
+    fn check(input: &[u8]) -> Result<(), TestCaseError> {
+        let query = String::from_utf8_lossy(input);
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let last = |name: &str| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        match parse_request(&query, "192.0.2.1".into()) {
+            Ok(request) => {
+                prop_assert_eq!(request.client_id, last("client_id"));
+                prop_assert_eq!(request.redirect_uri, last("redirect_uri"));
+                prop_assert_eq!(request.code_challenge, last("code_challenge"));
+                prop_assert_eq!(request.code_challenge_method, last("code_challenge_method"));
+                prop_assert_eq!(request.state, last("state"));
+                prop_assert_eq!(request.has_state, pairs.iter().any(|(n, _)| n == "state"));
+                let resources: Vec<String> = pairs
+                    .iter()
+                    .filter(|(n, v)| n == "resource" && !v.is_empty())
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                prop_assert_eq!(request.resources, resources);
+                prop_assert_eq!(request.remote_addr, "192.0.2.1");
+            }
+            Err(_) => {
+                let repeated = pairs
+                    .iter()
+                    .any(|(name, _)| name != "resource" && pairs.iter().filter(|(n, _)| n == name).count() > 1);
+                prop_assert!(repeated, "refused without a repeated parameter: {:?}", query);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn oauth_authorize() {
+        fuzz::run("oauth", file!(), crate::oauth::params::fuzz_targets::query(), check);
+    }
+}

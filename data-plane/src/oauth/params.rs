@@ -149,3 +149,95 @@ mod properties {
         }
     }
 }
+
+/// The fuzz target `oauth_params` (SECURITY.md, "Fuzzing"): any query string or
+/// form body, over the corpus `fuzz/corpus/oauth` it shares with the
+/// authorization-request and token-request targets.
+#[cfg(test)]
+pub(crate) mod fuzz_targets {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::mcp::jsonrpc::fuzz;
+
+    /// Query strings and form bodies: OAuth parameters, repeated or not,
+    /// encoded or not; after a first line, some carry an `Authorization` value.
+    pub(crate) fn query() -> impl Strategy<Value = Vec<u8>> {
+        let name = prop_oneof![
+            4 => prop::sample::select(vec![
+                "client_id", "client_secret", "redirect_uri", "response_type", "code_challenge",
+                "code_challenge_method", "scope", "resource", "state", "prompt", "grant_type",
+                "code", "code_verifier", "refresh_token", "token",
+            ])
+            .prop_map(str::to_owned),
+            1 => "[a-z_%+=&]{0,6}",
+        ];
+        let value = prop_oneof![
+            2 => any::<String>().prop_map(|v| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()),
+            2 => "[a-zA-Z0-9%+=&:/._~-]{0,16}",
+        ];
+        let pairs = prop::collection::vec((name, prop::option::of(value)), 0..8).prop_map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(name, value)| match value {
+                    Some(value) => format!("{name}={value}"),
+                    None => name,
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        });
+        let authorization = prop::option::of(prop_oneof![
+            "Basic [A-Za-z0-9+/=]{0,32}",
+            "(basic|BASIC|Bearer) {0,2}[A-Za-z0-9+/=%:]{0,16}",
+            any::<String>(),
+        ]);
+        prop_oneof![
+            6 => (authorization, pairs).prop_map(|(authorization, pairs)| match authorization {
+                Some(value) => format!("{value}\n{pairs}").into_bytes(),
+                None => pairs.into_bytes(),
+            }),
+            1 => any::<Vec<u8>>(),
+        ]
+    }
+
+    fn check(input: &[u8]) -> Result<(), TestCaseError> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(input).into_owned().collect();
+        let count = |name: &str| pairs.iter().filter(|(n, _)| n == name).count();
+        for may_repeat in [&[][..], &["resource"][..]] {
+            match Params::parse(input, may_repeat) {
+                Ok(params) => {
+                    for (name, value) in &pairs {
+                        prop_assert!(params.contains(name));
+                        if may_repeat.contains(&name.as_str()) {
+                            prop_assert_eq!(params.get(name), None);
+                            prop_assert_eq!(value.is_empty(), !params.all(name).contains(value));
+                        } else {
+                            prop_assert_eq!(count(name), 1, "{:?} repeated but accepted", name);
+                            prop_assert_eq!(params.get(name), Some(value.as_str()));
+                            prop_assert_eq!(params.value(name), value.clone());
+                        }
+                    }
+                    let printed = format!("{params:?}");
+                    for (_, value) in &pairs {
+                        // Values never reach Debug output (short ones may be part of a name).
+                        prop_assert!(
+                            value.len() < 6
+                                || pairs.iter().any(|(n, _)| n.contains(value.as_str()))
+                                || !printed.contains(value.as_str())
+                        );
+                    }
+                }
+                Err(DuplicateParam(name)) => {
+                    prop_assert!(!may_repeat.contains(&name.as_str()));
+                    prop_assert!(count(&name) >= 2, "{:?} refused as repeated", name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn oauth_params() {
+        fuzz::run("oauth", file!(), query(), check);
+    }
+}

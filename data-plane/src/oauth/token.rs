@@ -387,3 +387,67 @@ mod properties {
         }
     }
 }
+
+/// The fuzz target `oauth_token` (SECURITY.md, "Fuzzing"): an `Authorization`
+/// value (the first line, when there are two) and a form body (corpus
+/// `fuzz/corpus/oauth`), through the form parser, HTTP Basic decoding and
+/// client authentication.
+#[cfg(test)]
+mod fuzz_targets {
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::mcp::jsonrpc::fuzz;
+
+    fn check(input: &[u8]) -> Result<(), TestCaseError> {
+        let (authorization, body) = match input.iter().position(|b| *b == b'\n') {
+            Some(at) => (Some(&input[..at]), &input[at + 1..]),
+            None => (None, input),
+        };
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization.and_then(|a| HeaderValue::from_bytes(a).ok()) {
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        let text = String::from_utf8_lossy(input);
+        if let Some(decoded) = form_decode(&text) {
+            let bytes = text.as_bytes();
+            for (i, _) in text.match_indices('%') {
+                prop_assert!(
+                    bytes
+                        .get(i + 1..i + 3)
+                        .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+                );
+            }
+            let encoded: String = url::form_urlencoded::byte_serialize(decoded.as_bytes()).collect();
+            prop_assert_eq!(form_decode(&encoded), Some(decoded));
+        }
+        let line = String::from_utf8_lossy(authorization.unwrap_or(input));
+        if let Some(credentials) = strip_scheme(&line, "Basic")
+            && let Some((id, _secret)) = parse_basic(credentials)
+        {
+            prop_assert!(!id.is_empty());
+        }
+        let Ok(form) = parse_form(body) else { return Ok(()) };
+        if let Ok(client) = client_authentication(&headers, &form, "192.0.2.1".into()) {
+            prop_assert!(!client.client_id.is_empty());
+            prop_assert_eq!(client.remote_addr, "192.0.2.1");
+            if client.used_basic {
+                prop_assert!(headers.contains_key(header::AUTHORIZATION));
+                prop_assert!(form.value("client_secret").is_empty(), "Basic and a body secret");
+                let body_id = form.value("client_id");
+                prop_assert!(body_id.is_empty() || body_id == client.client_id);
+            } else {
+                prop_assert!(!headers.contains_key(header::AUTHORIZATION));
+                prop_assert_eq!(client.client_id, form.value("client_id"));
+                prop_assert_eq!(client.client_secret, form.value("client_secret"));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn oauth_token() {
+        fuzz::run("oauth", file!(), crate::oauth::params::fuzz_targets::query(), check);
+    }
+}
