@@ -6,6 +6,7 @@
 //! service the caller has not connected shows the tools (and prompts) other
 //! callers' listings put in the shared catalogue, or nothing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -120,7 +121,18 @@ async fn list_service(
             Vec::new()
         }
     };
-    Ok(items.into_iter().filter_map(|item| expose(service, kind, item)).collect())
+    // Security: names are given over the whole catalogue, so no two tools share one (names::exposed_all).
+    let shown = names::exposed_all(
+        &service.name,
+        items
+            .iter()
+            .filter_map(|item| item.get("name").and_then(Value::as_str))
+            .filter(|name| kind != ListKind::Tools || service.exposes_tool(name)),
+    );
+    Ok(items
+        .into_iter()
+        .filter_map(|item| expose(service, kind, item, &shown))
+        .collect())
 }
 
 fn catalogue(state: &AppState, kind: ListKind, service: &str) -> Option<Arc<Vec<Value>>> {
@@ -223,7 +235,8 @@ pub(crate) async fn resolve(
 }
 
 /// An upstream item as clients see it; `None` for a tool the service hides.
-fn expose(service: &Service, kind: ListKind, mut item: Value) -> Option<Value> {
+/// `shown` holds the catalogue's names (`names::exposed_all`).
+fn expose(service: &Service, kind: ListKind, mut item: Value, shown: &BTreeMap<String, String>) -> Option<Value> {
     let object = item.as_object_mut()?;
     match kind {
         ListKind::Tools | ListKind::Prompts => {
@@ -231,7 +244,11 @@ fn expose(service: &Service, kind: ListKind, mut item: Value) -> Option<Value> {
             if kind == ListKind::Tools && !service.exposes_tool(&name) {
                 return None;
             }
-            object.insert("name".into(), Value::String(names::exposed(&service.name, &name)));
+            let exposed = shown
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| names::exposed(&service.name, &name));
+            object.insert("name".into(), Value::String(exposed));
         }
         ListKind::Resources => {
             let uri = object.get("uri")?.as_str()?.to_owned();
@@ -271,19 +288,39 @@ mod tests {
     #[test]
     fn items_are_renamed_and_everything_else_is_kept() {
         let tool = json!({"name": "search", "description": "d", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}});
-        let shown = expose(&service(), ListKind::Tools, tool).unwrap();
+        let shown = expose(&service(), ListKind::Tools, tool, &BTreeMap::new()).unwrap();
         assert_eq!(
             shown,
             json!({"name": "notes__search", "description": "d", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}})
         );
         assert!(
-            expose(&service(), ListKind::Tools, json!({"name": "drop"})).is_none(),
+            expose(&service(), ListKind::Tools, json!({"name": "drop"}), &BTreeMap::new()).is_none(),
             "denied"
         );
-        let resource = expose(&service(), ListKind::Resources, json!({"uri": "file:///a", "name": "a"})).unwrap();
+        let resource = expose(
+            &service(),
+            ListKind::Resources,
+            json!({"uri": "file:///a", "name": "a"}),
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(resource["uri"], "mcp+notes:file:///a");
-        let template = expose(&service(), ListKind::ResourceTemplates, json!({"uriTemplate": "x://{id}"})).unwrap();
+        let template = expose(
+            &service(),
+            ListKind::ResourceTemplates,
+            json!({"uriTemplate": "x://{id}"}),
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(template["uriTemplate"], "mcp+notes:x://{id}");
-        assert!(expose(&service(), ListKind::Tools, json!({"description": "no name"})).is_none());
+        assert!(
+            expose(
+                &service(),
+                ListKind::Tools,
+                json!({"description": "no name"}),
+                &BTreeMap::new()
+            )
+            .is_none()
+        );
     }
 }
