@@ -17,6 +17,8 @@ use crate::support::fleet::{
     continuation_link, location, query_of, skip, start_flow,
 };
 use crate::support::http_fixture::{HttpFixture, Reply};
+use crate::support::mcp_client::McpClient;
+use crate::support::mcp_upstream::{McpUpstream, Script};
 use crate::support::snapshot::{count, snapshot};
 
 // === Harness ===
@@ -912,4 +914,233 @@ async fn ssrf_through_a_discovery_document_that_never_answers_is_cut_at_the_time
         why: "Files",
     };
     assert_discovery_refused_with(case, |_| Reply::Hang).await;
+}
+
+// === Limits and token passthrough at /mcp, CSRF on connect links ===
+
+/// A public client's tokens for a Skip identity on `fleet`, with "notes"
+/// connected at the demo as `account` when `connect` is set.
+async fn tokens_of_a_skip_identity(fleet: &TestFleet, demo: &DemoUpstream, connect: bool, account: &str) -> String {
+    let browser = fleet.browser();
+    let (client, flow_id, csrf, pkce) = flow_at_services(fleet, &browser).await;
+    if connect {
+        connect_demo_service(fleet, &browser, 0, (&flow_id, &csrf), "notes", demo.base_url(), account).await;
+    }
+    let code = approve(fleet, &browser, 0, &client, &flow_id, &csrf, &pkce).await;
+    fleet.exchange_code(0, &client, &code).await.access_token
+}
+
+fn tools_call(id: u64, name: &str, arguments: serde_json::Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": arguments}}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_mcp_body_with_a_valid_token_gets_413_and_reaches_no_upstream() {
+    let demo = demo_upstream().await;
+    let url = demo.mcp_url();
+    let fleet = TestFleet::builder()
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = true;
+            config.mcp_servers = vec![McpServer {
+                name: "notes".into(),
+                display_name: "Demo Notes".into(),
+                url,
+                auth_mode: AuthMode::Oauth,
+                ..Default::default()
+            }];
+        })
+        .data_plane(|config| config.max_body_bytes = 4096)
+        .spawn()
+        .await;
+    let token = tokens_of_a_skip_identity(&fleet, &demo, true, "alice").await;
+    let mcp = McpClient::new(&fleet, &token);
+    // The token is good: a small call reaches the upstream.
+    let small = mcp.post_raw(&tools_call(1, "notes__echo", json!({"text": "hi"})), &[]).await;
+    assert_eq!(small.status(), StatusCode::OK);
+    let reached = demo.stats().mcp_requests();
+    assert!(reached > 0);
+
+    let big = tools_call(2, "notes__echo", json!({"text": "x".repeat(8192)}));
+    assert!(big.len() > 4096);
+    let refused = mcp.post_raw(&big, &[]).await;
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(demo.stats().mcp_requests(), reached, "nothing reached the upstream");
+    assert!(
+        demo.stats().recorded_requests().iter().all(|r| !r.body.contains("xxxxxxxx")),
+        "no part of the oversized body was forwarded"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tokens_never_reach_the_mcp_client() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with_demo(&demo).await;
+    let token = tokens_of_a_skip_identity(&fleet, &demo, true, "alice").await;
+    let mcp = McpClient::new(&fleet, &token);
+    let mut seen = Vec::new();
+    let mut send = async |body: String| {
+        let response = mcp.post_raw(&body, &[]).await;
+        let mut text = format!("{}\n", response.status());
+        for (name, value) in response.headers() {
+            text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+        }
+        text.push_str(&response.text().await.unwrap());
+        seen.push(text);
+    };
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    send(initialize.to_string()).await;
+    send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string()).await;
+    send(tools_call(3, "notes__whoami", json!({}))).await;
+    send(tools_call(4, "notes__echo", json!({"text": "hi"}))).await;
+    send(tools_call(5, "notes__nope", json!({}))).await;
+    // An upstream 401: the gateway refreshes, retries, and answers.
+    demo.expire_access_tokens();
+    send(tools_call(6, "notes__whoami", json!({}))).await;
+    send(json!({"jsonrpc": "2.0", "id": 7, "method": "resources/list"}).to_string()).await;
+    assert!(seen[2].contains("you are alice"), "{}", seen[2]);
+    assert!(seen[5].contains("you are alice"), "{}", seen[5]);
+
+    // Every upstream access token the demo was sent, the refreshed one included.
+    let upstream_tokens: std::collections::BTreeSet<String> = demo
+        .stats()
+        .recorded_requests()
+        .iter()
+        .filter_map(|r| r.header("authorization")?.strip_prefix("Bearer ").map(str::to_owned))
+        .collect();
+    assert!(
+        upstream_tokens.len() >= 2,
+        "the first and the refreshed token: {upstream_tokens:?}"
+    );
+    assert_eq!(demo.stats().refreshes(), 1);
+    for upstream_token in &upstream_tokens {
+        assert_ne!(upstream_token, &token);
+        for (i, reply) in seen.iter().enumerate() {
+            assert!(
+                !reply.contains(upstream_token.as_str()),
+                "reply {i} carries an upstream token: {reply}"
+            );
+        }
+    }
+    fleet.stop().await;
+}
+
+/// The link in a tool result telling the caller to connect.
+fn connect_link_in(reply: &serde_json::Value) -> String {
+    assert_eq!(reply["result"]["isError"], true, "{reply}");
+    let text = reply["result"]["content"][0]["text"].as_str().unwrap_or_default();
+    let start = text.find("http").unwrap_or_else(|| panic!("no link in {text}"));
+    text[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csrf_on_a_connect_link_post_is_refused_with_403_and_changes_nothing() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with_demo(&demo).await;
+    let token = tokens_of_a_skip_identity(&fleet, &demo, false, "").await;
+    let mcp = McpClient::new(&fleet, &token);
+    let link = connect_link_in(&mcp.call_tool("notes__whoami", json!({})).await);
+    let link = link.replacen(&fleet.issuer, fleet.url(0), 1);
+    assert!(link.contains("/connect/gh_cl_"), "{link}");
+
+    // The browser that opened the link has its cookie; the page's token is the right one.
+    let browser = fleet.browser();
+    let page = browser.page(&link).await;
+    let csrf = page.csrf();
+    let mut wrong = csrf.clone().into_bytes();
+    wrong[5] = if wrong[5] == b'A' { b'B' } else { b'A' };
+    let wrong = String::from_utf8(wrong).unwrap();
+
+    let before = snapshot(fleet.db()).await;
+    let upstream_calls = (demo.stats().registrations(), demo.stats().code_exchanges());
+    for (case, token) in [("missing", None), ("empty", Some("")), ("wrong", Some(wrong.as_str()))] {
+        let form: Vec<(&str, &str)> = token.map(|t| ("csrf", t)).into_iter().collect();
+        let response = browser.post_raw(&link, &form).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "a {case} CSRF token");
+        assert!(
+            response.headers().get(header::LOCATION).is_none(),
+            "a {case} CSRF token: no redirect onward"
+        );
+        let html = response.text().await.unwrap();
+        assert!(
+            !html.contains(demo.base_url()),
+            "a {case} CSRF token: no link to the upstream"
+        );
+    }
+    before.assert_unchanged(&snapshot(fleet.db()).await, "forged connect-link posts");
+    assert_eq!(
+        (demo.stats().registrations(), demo.stats().code_exchanges()),
+        upstream_calls,
+        "no forged post reached the upstream"
+    );
+    // Still not connected, and the link is not spent: its own post goes on.
+    connect_link_in(&mcp.call_tool("notes__whoami", json!({})).await);
+    let response = browser.post_raw(&link, &[("csrf", csrf.as_str())]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let upstream_url = continuation_link(&response.text().await.unwrap());
+    assert!(upstream_url.starts_with(demo.base_url()), "{upstream_url}");
+    let callback = allow_at_demo(&browser, demo.base_url(), &upstream_url, "carol").await;
+    let done = browser.page(&callback.replacen(&fleet.issuer, fleet.url(0), 1)).await;
+    assert!(done.html.contains("Connected"), "{}", done.html);
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are carol");
+    fleet.stop().await;
+}
+
+// === Tool names: one exposed name per upstream tool ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_named_like_another_tools_shortened_name_gets_its_own_name_and_route() {
+    // `files_read-601e4eb6` is what `files.read` shortens to (8 hex of its
+    // SHA-256); the last two shorten alike, hash included.
+    let upstream_names = [
+        "files.read",
+        "files_read-601e4eb6",
+        "/./...././.../..........",
+        "//....//..//.././.......",
+    ];
+    let fixture = McpUpstream::start(Script {
+        tools: upstream_names.iter().map(|n| (*n).to_owned()).collect(),
+        ..Default::default()
+    })
+    .await;
+    let url = fixture.url.clone();
+    let fleet = TestFleet::builder()
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = true;
+            config.mcp_servers = vec![McpServer {
+                name: "files".into(),
+                display_name: "Files".into(),
+                url,
+                auth_mode: AuthMode::None,
+                ..Default::default()
+            }];
+        })
+        .spawn()
+        .await;
+    let browser = fleet.browser();
+    let (client, flow_id, csrf, pkce) = flow_at_services(&fleet, &browser).await;
+    let code = approve(&fleet, &browser, 0, &client, &flow_id, &csrf, &pkce).await;
+    let token = fleet.exchange_code(0, &client, &code).await.access_token;
+    let mcp = McpClient::new(&fleet, &token);
+
+    let names = mcp.tool_names().await;
+    assert_eq!(names.len(), upstream_names.len(), "{names:?}");
+    let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+    assert_eq!(distinct.len(), names.len(), "two tools share a name: {names:?}");
+    assert_eq!(
+        names[0], "files__files_read-601e4eb6",
+        "the shortened name stays the one it always was"
+    );
+    for name in &names {
+        assert!(
+            name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{name}"
+        );
+    }
+    for (name, upstream) in names.iter().zip(upstream_names) {
+        let reply = mcp.call_tool(name, json!({})).await;
+        assert_eq!(reply["result"]["structuredContent"]["tool"], upstream, "{name}: {reply}");
+    }
+    fleet.stop().await;
 }
