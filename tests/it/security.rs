@@ -88,8 +88,7 @@ async fn upstream_callback(fleet: &TestFleet, browser: &Browser, demo: &DemoUpst
             &[("csrf", csrf), ("service", "notes")],
         )
         .await;
-    assert_eq!(response.status(), StatusCode::OK, "Connect answers the continuation page");
-    let upstream_url = continuation_link(&response.text().await.unwrap());
+    let upstream_url = crate::support::fleet::follow_onward(browser, fleet.url(0), response).await;
     let callback = allow_at_demo(browser, demo.base_url(), &upstream_url, "alice").await;
     assert!(
         callback.starts_with(&format!("{}/oauth/callback?", fleet.issuer)),
