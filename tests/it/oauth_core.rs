@@ -1739,6 +1739,16 @@ async fn exists(db: &TestDb, table: &'static str, column: &'static str, value: &
         > 0
 }
 
+async fn rows(db: &TestDb, table: &'static str) -> i64 {
+    let mut raw = db.raw().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&mut raw)
+        .await
+        .unwrap()
+        .try_get::<i64, _>(0)
+        .unwrap()
+}
+
 const DAY: i64 = 24 * 3600;
 
 store_test!(sweeper_deletes_what_was_abandoned_and_keeps_what_lives, |db| async move {
@@ -1930,6 +1940,46 @@ store_test!(sweeper_deletes_what_was_abandoned_and_keeps_what_lives, |db| async 
         .expect("the flow in progress finishes with its identity");
     let again = sweep_once(&core, core.now()).await.unwrap();
     assert_eq!((again.grants, again.identities, again.connections), (0, 0, 0), "{again:?}");
+    oauth.cp.stop().await;
+});
+
+store_test!(registration_and_authorize_spam_leaves_nothing_behind, |db| async move {
+    // Issue 8: anonymous traffic must not grow the database without bound.
+    let oauth = Oauth::start(&db).await;
+    let core = oauth.cp.core().clone();
+    for i in 0..12 {
+        let client_id = oauth.public_client().await;
+        let started = oauth.open_flow(&client_id).await;
+        oauth.choose(&started.flow, Choice::Skip(true)).await.unwrap();
+        if i % 2 == 0 {
+            oauth
+                .grpc
+                .flows()
+                .deny(DenyRequest {
+                    flow: Some(started.flow.clone()),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    for table in ["clients", "flows", "identities", "audit_events"] {
+        assert!(rows(&db, table).await >= 12, "{table} holds the spam");
+    }
+    // Past the registration lifetime (30 days) and the audit retention (90 days).
+    oauth.clock.advance(91 * DAY);
+    let report = sweep_once(&core, core.now()).await.unwrap();
+    assert_eq!((report.clients, report.flows, report.identities), (12, 12, 12), "{report:?}");
+    for table in [
+        "clients",
+        "flows",
+        "identities",
+        "approved_clients",
+        "audit_events",
+        "auth_codes",
+        "grants",
+    ] {
+        assert_eq!(rows(&db, table).await, 0, "{table} is back to empty");
+    }
     oauth.cp.stop().await;
 });
 
