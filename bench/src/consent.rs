@@ -232,42 +232,7 @@ pub async fn flow_with_connect(base: &str, demo_base: &str, service: &str, accou
     services.text().await?;
     lap(&mut steps.identity);
 
-    let response = jar
-        .send(
-            http.post(format!("{base}/consent/{flow_id}/connect"))
-                .form(&[("csrf", csrf.as_str()), ("service", service)]),
-        )
-        .await?;
-    // 303 to the continuation page of this origin, which links on to the upstream.
-    let to = see_other(response, "POST connect").await?;
-    let page = jar.send(http.get(format!("{base}{to}"))).await?;
-    if page.status() != StatusCode::OK {
-        bail!("continuation page: {} {}", page.status(), page.text().await?);
-    }
-    let html = page.text().await?;
-    let upstream_url = continuation_link(&html).context("no continuation link after Connect")?;
-    let page = jar.send(http.get(&upstream_url)).await?.text().await?;
-    let mut form = gatehouse::demo::hidden_fields(&page);
-    form.push(("account".into(), account.into()));
-    form.push(("decision".into(), "allow".into()));
-    let response = jar.send(http.post(format!("{demo_base}/authorize")).form(&form)).await?;
-    if !response.status().is_redirection() {
-        bail!("the provider's consent: {}", response.status());
-    }
-    let callback = response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| anyhow!("the provider's consent: no Location"))?
-        .to_owned();
-    let to = see_other(jar.send(http.get(&callback)).await?, "GET /oauth/callback").await?;
-    if to != format!("/consent/{flow_id}/services") {
-        bail!("the callback sent the browser to {to}");
-    }
-    let services = jar.send(http.get(format!("{base}{to}"))).await?.text().await?;
-    if !services.contains("Demo Notes") {
-        bail!("the services page does not show the service");
-    }
+    connect(&http, &mut jar, base, demo_base, &flow_id, &csrf, service, account).await?;
     lap(&mut steps.connect);
 
     let response = jar
@@ -297,6 +262,63 @@ pub async fn flow_with_connect(base: &str, demo_base: &str, service: &str, accou
     lap(&mut steps.token);
     steps.total = started.elapsed();
     Ok(steps)
+}
+
+/// The connect step of consent flow `flow_id` (its identity chosen), as a
+/// browser walks it: Connect `service` → Gatehouse's redirect page → the demo
+/// provider's consent page at `demo_base` → allow as `account` →
+/// `/oauth/callback` (the control plane exchanges the upstream code and seals
+/// the tokens to the flow's identity) → the services page, which must then
+/// show a connected service.
+#[allow(clippy::too_many_arguments)]
+pub async fn connect(
+    http: &reqwest::Client,
+    jar: &mut Jar,
+    base: &str,
+    demo_base: &str,
+    flow_id: &str,
+    csrf: &str,
+    service: &str,
+    account: &str,
+) -> anyhow::Result<()> {
+    let response = jar
+        .send(
+            http.post(format!("{base}/consent/{flow_id}/connect"))
+                .form(&[("csrf", csrf), ("service", service)]),
+        )
+        .await?;
+    // 303 to the continuation page of this origin, which links on to the upstream.
+    let to = see_other(response, "POST connect").await?;
+    let page = jar.send(http.get(format!("{base}{to}"))).await?;
+    if page.status() != StatusCode::OK {
+        bail!("continuation page: {} {}", page.status(), page.text().await?);
+    }
+    let html = page.text().await?;
+    let upstream_url = continuation_link(&html).context("no continuation link after Connect")?;
+    let page = jar.send(http.get(&upstream_url)).await?.text().await?;
+    let mut form = gatehouse::demo::hidden_fields(&page);
+    form.push(("account".into(), account.into()));
+    form.push(("decision".into(), "allow".into()));
+    let response = jar.send(http.post(format!("{demo_base}/authorize")).form(&form)).await?;
+    if !response.status().is_redirection() {
+        bail!("the provider's consent: {}", response.status());
+    }
+    let callback = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| anyhow!("the provider's consent: no Location"))?
+        .to_owned();
+    let to = see_other(jar.send(http.get(&callback)).await?, "GET /oauth/callback").await?;
+    if to != format!("/consent/{flow_id}/services") {
+        bail!("the callback sent the browser to {to}");
+    }
+    let services = jar.send(http.get(format!("{base}{to}"))).await?.text().await?;
+    // The status line of a connected service (templates/services.html).
+    if !services.contains(r#"class="status status-ok">Connected"#) {
+        bail!("the services page shows no connected service after connecting {service}");
+    }
+    Ok(())
 }
 
 /// The continuation link of Gatehouse's redirect page, entities decoded.

@@ -5,11 +5,13 @@
 //! 127.0.0.1:0; the data planes' rate limits are off (all users come from one
 //! address).
 //!
-//! MCP servers: `fast` (the fixture upstream, no upstream auth: the hot-path
-//! measurements), `vault` (the same fixture as a per-user OAuth service, so
-//! `GetUpstreamCredential` opens each user's sealed token; its connections are
-//! seeded, see `seed.rs`) and, when given, `demo` (the demo OAuth provider, for
-//! the consent flow with its connect step).
+//! MCP servers: `vault` (the fixture upstream as a per-user OAuth service whose
+//! authorization server is the demo OAuth provider: every synthetic user
+//! connects it in its consent flow, so each `tools/call vault__echo` resolves
+//! the caller and uses that caller's own sealed upstream token; the fixture
+//! answers whatever bearer it gets; the RPC and memory runs seed more of its
+//! connections, see `seed.rs`) and, when asked for, `demo` (the demo provider's
+//! own MCP server, for the timed consent flows with connect).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,9 +25,7 @@ use gatehouse_control_plane::vault::{KeySource, Vault};
 use gatehouse_data_plane::DataPlane;
 use gatehouse_data_plane::config::{ControlPlaneClientConfig, Credential, DataPlaneConfig};
 
-/// The MCP server name of the fixture without upstream auth.
-pub const SERVICE: &str = "fast";
-/// The fixture again, as a per-user OAuth service whose connections are seeded.
+/// The fixture upstream as a per-user OAuth service (the hot-path runs).
 pub const VAULT_SERVICE: &str = "vault";
 /// The demo OAuth provider's MCP server (consent flow with connect).
 pub const DEMO_SERVICE: &str = "demo";
@@ -119,10 +119,19 @@ pub fn data_plane_config(
     config
 }
 
+/// The demo OAuth provider (`gatehouse::demo`) the fleet's OAuth services use.
+pub struct DemoProvider<'a> {
+    /// Its issuer, `http://127.0.0.1:port`.
+    pub base_url: &'a str,
+    /// Its MCP endpoint, also the RFC 8707 resource its tokens are for.
+    pub mcp_url: &'a str,
+}
+
 impl Fleet {
-    /// Starts both planes on the current runtime. `demo_mcp_url`: the demo
-    /// provider's MCP URL, registered as per-user OAuth service `demo`.
-    pub async fn start(upstream_url: &str, demo_mcp_url: Option<&str>) -> anyhow::Result<Self> {
+    /// Starts both planes on the current runtime. `vault` (the fixture at
+    /// `upstream_url`) authorizes at `demo`; `demo_service`: also register the
+    /// demo's own MCP server as per-user OAuth service `demo`.
+    pub async fn start(upstream_url: &str, demo: &DemoProvider<'_>, demo_service: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let key_file = dir.path().join("vault.keys");
         Vault::create_key_file_if_missing(&key_file)?;
@@ -133,27 +142,29 @@ impl Fleet {
         let issuer = format!("http://{}", warm_listener.local_addr()?);
         let cold_url = format!("http://{}", cold_listener.local_addr()?);
 
-        let mut servers = vec![
-            McpServer {
-                name: SERVICE.into(),
-                display_name: "Benchmark fixture".into(),
-                url: upstream_url.to_owned(),
-                auth_mode: AuthMode::None,
+        let mut servers = vec![McpServer {
+            name: VAULT_SERVICE.into(),
+            display_name: "Benchmark fixture (per-user OAuth)".into(),
+            url: upstream_url.to_owned(),
+            auth_mode: AuthMode::Oauth,
+            // The fixture publishes no OAuth metadata: its authorization server
+            // is named here (discovered from the demo's issuer metadata, the
+            // client registered there once), and the demo only grants tokens
+            // for its own MCP URL as the resource.
+            oauth: UpstreamOAuth {
+                issuer: demo.base_url.to_owned(),
+                resource: demo.mcp_url.to_owned(),
+                scopes: vec!["notes.read".into()],
+                client_name: "Gatehouse (benchmark, vault)".into(),
                 ..Default::default()
             },
-            McpServer {
-                name: VAULT_SERVICE.into(),
-                display_name: "Benchmark fixture (per-user OAuth)".into(),
-                url: upstream_url.to_owned(),
-                auth_mode: AuthMode::Oauth,
-                ..Default::default()
-            },
-        ];
-        if let Some(url) = demo_mcp_url {
+            ..Default::default()
+        }];
+        if demo_service {
             servers.push(McpServer {
                 name: DEMO_SERVICE.into(),
                 display_name: "Demo Notes".into(),
-                url: url.to_owned(),
+                url: demo.mcp_url.to_owned(),
                 auth_mode: AuthMode::Oauth,
                 oauth: UpstreamOAuth {
                     scopes: vec!["notes.read".into()],

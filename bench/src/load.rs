@@ -1,7 +1,9 @@
 //! The load generator: `tools/call echo` in four styles ([`Mode`]), closed
 //! loop at a fixed number of keep-alive connections, or open loop at a fixed
 //! rate (latency counted from each call's scheduled start, so a slow server
-//! cannot hide its queue).
+//! cannot hide its queue). Through Gatehouse the tool is `vault__echo`: the
+//! fixture's `echo` behind the per-user OAuth service `vault`, so each call
+//! is made as one user with that user's own upstream connection.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,10 +47,10 @@ impl Mode {
 }
 
 const LEGACY_BODY: &str =
-    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fast__echo","arguments":{"text":"hello"}}}"#;
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"vault__echo","arguments":{"text":"hello"}}}"#;
 const DIRECT_BODY: &str =
     r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}"#;
-const MODERN_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fast__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+const MODERN_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"vault__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
 
 /// Where and how each mode's calls go.
 pub struct Targets {
@@ -95,7 +97,7 @@ impl Targets {
         if modern {
             headers.insert("mcp-protocol-version", HeaderValue::from_static("2026-07-28"));
             headers.insert("mcp-method", HeaderValue::from_static("tools/call"));
-            headers.insert("mcp-name", HeaderValue::from_static("fast__echo"));
+            headers.insert("mcp-name", HeaderValue::from_static("vault__echo"));
         } else {
             headers.insert("mcp-protocol-version", HeaderValue::from_static("2025-06-18"));
         }
@@ -137,12 +139,14 @@ pub struct RunResult {
     pub elapsed: Duration,
 }
 
-/// One call; `Ok` only for a 200 carrying a JSON-RPC result.
+/// One call; `Ok` only for a 200 carrying the fixture's echo (its
+/// `structuredContent`), so an answer that did not reach the upstream (an
+/// error, or a result asking the user to connect the service) counts as an error.
 async fn call(request: reqwest::RequestBuilder) -> Result<(), String> {
     let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status();
     let body = response.bytes().await.map_err(|e| e.to_string())?;
-    if status == StatusCode::OK && memchr(&body, br#""result""#) {
+    if status == StatusCode::OK && memchr(&body, br#""structuredContent""#) {
         Ok(())
     } else {
         Err(format!("{status} {}", String::from_utf8_lossy(&body[..body.len().min(300)])))

@@ -2,10 +2,12 @@
 //! the upstream directly (issue 6). In one process, each on its own Tokio
 //! runtime so CPU time can be told apart: a fixture upstream, Gatehouse (a
 //! control plane on SQLite and two data planes, caches on and off), and the
-//! load generator. K synthetic users go through the consent flow; then
-//! `tools/call echo` is measured direct, through Gatehouse (2025-06-18
-//! session and 2026-07-28 stateless) and with the data plane's caches off,
-//! in alternating short runs, at a fixed concurrency and at a fixed rate.
+//! load generator. K synthetic users go through the consent flow, each
+//! connecting the per-user OAuth service `vault` (the fixture, authorized at
+//! the demo OAuth provider); then `tools/call echo` is measured direct, and as
+//! `vault__echo` through Gatehouse (2025-06-18 session and 2026-07-28
+//! stateless) and with the data plane's caches off, in alternating short
+//! runs, at a fixed concurrency and at a fixed rate.
 //!
 //! `--quick` prints one JSON object; the full run prints markdown tables.
 //! Progress goes to stderr.
@@ -205,25 +207,43 @@ fn main() -> anyhow::Result<()> {
     let load_rt = runtime(cpu::LOADGEN)?;
 
     let (upstream_url, _) = upstream_rt.block_on(upstream::start())?;
-    let demo = if args.phase("flow") {
-        Some(upstream_rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            gatehouse::demo::DemoUpstream::spawn(listener, gatehouse::demo::DemoConfig::default()).await
-        })?)
-    } else {
-        None
+    // The demo OAuth provider: the authorization server of `vault`, which every
+    // user connects while signing up, and (phase `flow`) an MCP server of its own.
+    let demo = upstream_rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        gatehouse::demo::DemoUpstream::spawn(listener, gatehouse::demo::DemoConfig::default()).await
+    })?;
+    let demo_base = demo.base_url().to_owned();
+    let demo_mcp = demo.mcp_url();
+    let provider = fleet::DemoProvider {
+        base_url: &demo_base,
+        mcp_url: &demo_mcp,
     };
-    let demo_mcp = demo.as_ref().map(gatehouse::demo::DemoUpstream::mcp_url);
-    let fleet = gatehouse_rt.block_on(fleet::Fleet::start(&upstream_url, demo_mcp.as_deref()))?;
+    let fleet = gatehouse_rt.block_on(fleet::Fleet::start(&upstream_url, &provider, args.phase("flow")))?;
     eprintln!(
         "fixture upstream {upstream_url}, Gatehouse {} (caches off: {})",
         fleet.issuer, fleet.cold_url
     );
 
     let result = load_rt.block_on(async {
-        eprintln!("signing up {users} users ({} flows at a time)…", args.signup_concurrency);
-        let signup = oauth::sign_up(&fleet.issuer, users, args.signup_concurrency).await?;
+        eprintln!(
+            "signing up {users} users, each connecting {} ({} flows at a time)…",
+            fleet::VAULT_SERVICE,
+            args.signup_concurrency
+        );
+        let connect_to = oauth::ConnectTo {
+            demo_base: &demo_base,
+            service: fleet::VAULT_SERVICE,
+        };
+        let signup = oauth::sign_up(&fleet.issuer, &connect_to, users, args.signup_concurrency).await?;
         eprintln!("  done in {:.1} s", signup.elapsed.as_secs_f64());
+        let connected = seed::connected_identities(&fleet.shared.database_url, fleet::VAULT_SERVICE).await?;
+        if connected != users {
+            bail!(
+                "{connected} identities have a {} connection after {users} sign-ups",
+                fleet::VAULT_SERVICE
+            );
+        }
         let targets = Arc::new(Targets::new(&upstream_url, &fleet.issuer, &fleet.cold_url, &signup.tokens)?);
         let setup = Setup { users, signup };
         if !args.phase("closed") && !args.phase("fixed") {
@@ -233,13 +253,7 @@ fn main() -> anyhow::Result<()> {
         measure(&args, &targets, rounds, run, rate_run, setup).await
     });
     let extras = match &result {
-        Ok(_) => run_extras(
-            &args,
-            &fleet,
-            &gatehouse_rt,
-            &load_rt,
-            demo.as_ref().map(|d| d.base_url().to_owned()),
-        ),
+        Ok(_) => run_extras(&args, &fleet, &gatehouse_rt, &load_rt, &demo_base),
         Err(_) => Ok(Extras::default()),
     };
     gatehouse_rt.block_on(fleet.stop());
@@ -279,7 +293,7 @@ fn run_extras(
     fleet: &fleet::Fleet,
     gatehouse_rt: &tokio::runtime::Runtime,
     load_rt: &tokio::runtime::Runtime,
-    demo_base: Option<String>,
+    demo_base: &str,
 ) -> anyhow::Result<Extras> {
     let mut extras = Extras::default();
     let mut meter = CpuMeter::default();
@@ -368,11 +382,9 @@ fn run_extras(
         }
         load_rt.block_on(seeder.close());
     }
-    if args.phase("flow")
-        && let Some(demo_base) = demo_base
-    {
+    if args.phase("flow") {
         eprintln!("{} consent flows with connect, one at a time…", args.flows);
-        extras.flows = load_rt.block_on(extra::consent_flows(&fleet.issuer, &demo_base, args.flows))?;
+        extras.flows = load_rt.block_on(extra::consent_flows(&fleet.issuer, demo_base, args.flows))?;
     }
     if args.phase("idle") {
         eprintln!("idle RSS of gatehouse up…");
@@ -902,7 +914,7 @@ fn print_tables(
     let empty = Measured::default();
     let direct = closed.get(&Mode::Direct).unwrap_or(&empty);
     println!(
-        "### `tools/call echo`, closed loop, {} keep-alive connections ({rounds} rounds of {} ms runs per gateway mode, direct runs in between)\n",
+        "### `tools/call echo` (through Gatehouse: `vault__echo`, each user's own upstream connection), closed loop, {} keep-alive connections ({rounds} rounds of {} ms runs per gateway mode, direct runs in between)\n",
         args.connections,
         run.as_millis()
     );
@@ -930,7 +942,7 @@ fn print_tables(
     }
     let fixed_direct = fixed.get(&Mode::Direct).unwrap_or(&empty);
     println!(
-        "\n### `tools/call echo`, open loop at {} calls/s ({} ms runs, alternated; latency from each call's scheduled start)\n",
+        "\n### `tools/call echo` (through Gatehouse: `vault__echo`), open loop at {} calls/s ({} ms runs, alternated; latency from each call's scheduled start)\n",
         args.rate,
         rate_run.as_millis()
     );
@@ -967,13 +979,18 @@ fn print_tables(
     flows.sort_unstable();
     let mut exchanges: Vec<u32> = setup.signup.token_times.iter().map(|d| micros(*d)).collect();
     exchanges.sort_unstable();
+    let mut connects: Vec<u32> = setup.signup.connect_times.iter().map(|d| micros(*d)).collect();
+    connects.sort_unstable();
     println!(
-        "\n### Setup\n\n{} users signed up in {:.1} s, {} flows at a time (register once; per user authorize → identity (Skip) → approve → /token; no upstream connect step).\nUnder that concurrency: a whole flow p50 {} µs, p99 {} µs; the `/token` code exchange p50 {} µs, p99 {} µs.",
+        "\n### Setup\n\n{} users signed up in {:.1} s, {} flows at a time (register once; per user authorize → identity (Skip) → Connect `{}` → demo provider consent → /oauth/callback → services page → approve → /token).\nUnder that concurrency: a whole flow p50 {} µs, p99 {} µs; the connect step p50 {} µs, p99 {} µs; the `/token` code exchange p50 {} µs, p99 {} µs.",
         setup.users,
         setup.signup.elapsed.as_secs_f64(),
         args.signup_concurrency,
+        fleet::VAULT_SERVICE,
         quantile(&flows, 0.5),
         quantile(&flows, 0.99),
+        quantile(&connects, 0.5),
+        quantile(&connects, 0.99),
         quantile(&exchanges, 0.5),
         quantile(&exchanges, 0.99),
     );

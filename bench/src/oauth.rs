@@ -1,7 +1,9 @@
 //! Synthetic users: one public client registered once, then per user a whole
-//! headless consent flow (GET /authorize → identity page → Skip → Approve →
-//! POST /token), each with its own cookie jar. Users are signed up
-//! concurrently, at most `concurrency` at a time.
+//! headless consent flow (GET /authorize → identity page → Skip → Connect the
+//! per-user OAuth service at the demo provider → Approve → POST /token), each
+//! with its own cookie jar, so every user has its own grant and its own sealed
+//! upstream connection. Users are signed up concurrently, at most
+//! `concurrency` at a time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,11 +28,22 @@ pub struct Users {
     pub flow_times: Vec<Duration>,
     /// Wall time of each `POST /token` code exchange, under the same concurrency.
     pub token_times: Vec<Duration>,
+    /// Wall time of each connect step (Connect → provider consent → callback
+    /// → services page), under the same concurrency.
+    pub connect_times: Vec<Duration>,
     pub elapsed: Duration,
 }
 
-/// Registers a client and signs up `count` users at `base` (the issuer).
-pub async fn sign_up(base: &str, count: usize, concurrency: usize) -> anyhow::Result<Users> {
+/// Where each user's consent flow connects: MCP server `service`, whose
+/// authorization server is the demo provider at `demo_base`.
+pub struct ConnectTo<'a> {
+    pub demo_base: &'a str,
+    pub service: &'a str,
+}
+
+/// Registers a client and signs up `count` users at `base` (the issuer), each
+/// connecting `to.service` (as demo account `user<n>`) before Approve.
+pub async fn sign_up(base: &str, to: &ConnectTo<'_>, count: usize, concurrency: usize) -> anyhow::Result<Users> {
     let http = client()?;
     let started = Instant::now();
     let response = http
@@ -59,12 +72,18 @@ pub async fn sign_up(base: &str, count: usize, concurrency: usize) -> anyhow::Re
 
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let base: Arc<str> = base.into();
+    let (demo_base, service): (Arc<str>, Arc<str>) = (to.demo_base.into(), to.service.into());
     let mut tasks = tokio::task::JoinSet::new();
     for user in 0..count {
         let (http, permits, base, client_id) = (http.clone(), permits.clone(), base.clone(), client_id.clone());
+        let (demo_base, service) = (demo_base.clone(), service.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await?;
-            let result = one_flow(&http, &base, &client_id).await;
+            let to = ConnectTo {
+                demo_base: &demo_base,
+                service: &service,
+            };
+            let result = one_flow(&http, &base, &client_id, &to, &format!("user{user}")).await;
             result.with_context(|| format!("user {user}"))
         });
     }
@@ -72,13 +91,15 @@ pub async fn sign_up(base: &str, count: usize, concurrency: usize) -> anyhow::Re
         tokens: Vec::with_capacity(count),
         flow_times: Vec::with_capacity(count),
         token_times: Vec::with_capacity(count),
+        connect_times: Vec::with_capacity(count),
         elapsed: Duration::ZERO,
     };
     while let Some(joined) = tasks.join_next().await {
-        let (token, flow, exchange) = joined??;
-        users.tokens.push(token);
-        users.flow_times.push(flow);
-        users.token_times.push(exchange);
+        let flow = joined??;
+        users.tokens.push(flow.token);
+        users.flow_times.push(flow.total);
+        users.token_times.push(flow.exchange);
+        users.connect_times.push(flow.connect);
     }
     users.elapsed = started.elapsed();
     Ok(users)
@@ -93,8 +114,25 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// One user's flow; returns the access token, the flow's and the exchange's wall time.
-pub async fn one_flow(http: &reqwest::Client, base: &str, client_id: &str) -> anyhow::Result<(String, Duration, Duration)> {
+/// What one user's flow produced.
+pub struct Flow {
+    pub token: String,
+    /// The whole flow's wall time.
+    pub total: Duration,
+    /// The connect step's.
+    pub connect: Duration,
+    /// The `POST /token` code exchange's.
+    pub exchange: Duration,
+}
+
+/// One user's flow, connecting `connect_to.service` as demo account `account`.
+pub async fn one_flow(
+    http: &reqwest::Client,
+    base: &str,
+    client_id: &str,
+    connect_to: &ConnectTo<'_>,
+    account: &str,
+) -> anyhow::Result<Flow> {
     let started = Instant::now();
     let verifier = verifier();
     let challenge = s256(&verifier);
@@ -133,6 +171,21 @@ pub async fn one_flow(http: &reqwest::Client, base: &str, client_id: &str) -> an
         .await?;
     see_other(response, "POST identity (skip)").await?;
 
+    let connect_started = Instant::now();
+    crate::consent::connect(
+        http,
+        &mut jar,
+        base,
+        connect_to.demo_base,
+        &flow_id,
+        &csrf,
+        connect_to.service,
+        account,
+    )
+    .await
+    .context("connect")?;
+    let connect = connect_started.elapsed();
+
     let response = jar
         .send(
             http.post(format!("{base}/consent/{flow_id}/approve"))
@@ -168,7 +221,12 @@ pub async fn one_flow(http: &reqwest::Client, base: &str, client_id: &str) -> an
         .as_str()
         .ok_or_else(|| anyhow!("no access_token in {body}"))?
         .to_owned();
-    Ok((token, started.elapsed(), exchange))
+    Ok(Flow {
+        token,
+        total: started.elapsed(),
+        connect,
+        exchange,
+    })
 }
 
 /// The PKCE S256 challenge of `verifier`.

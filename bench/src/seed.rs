@@ -309,6 +309,21 @@ impl Seeder {
     }
 }
 
+/// How many identities hold a connected `service` connection (the signed-up
+/// users' connections, checked before anything is measured).
+pub async fn connected_identities(database_url: &str, service: &str) -> anyhow::Result<usize> {
+    use sqlx::Row as _;
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new().max_connections(1).connect(database_url).await?;
+    let row = sqlx::query("SELECT COUNT(DISTINCT identity_id) FROM connections WHERE service = $1 AND status = 'connected'")
+        .bind(service)
+        .fetch_one(&pool)
+        .await;
+    pool.close().await;
+    let count: i64 = row?.try_get(0)?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
 /// Creates PostgreSQL database `name` at `admin_url` (its `postgres` database);
 /// returns the new database's URL.
 pub async fn create_postgres_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
