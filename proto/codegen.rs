@@ -6,7 +6,9 @@
 /// file descriptor set (`gatehouse_descriptor.bin`) for server reflection.
 #[allow(dead_code)]
 fn generate_gatehouse_proto(servers: bool, clients: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read when the script runs, not baked in when it was compiled: a target
+    // directory shared by two checkouts may run a script compiled in the other.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let proto_dir = root.join(PROTO_DIR);
     let files: Vec<std::path::PathBuf> = ["common", "flow", "token", "admin"]
         .iter()
