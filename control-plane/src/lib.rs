@@ -121,7 +121,10 @@ impl ControlPlane {
         let addr = listener.local_addr().map_err(StartError::Listener)?;
         let (tx, rx) = oneshot::channel();
         let router = grpc::router(core.clone())?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // No Nagle: an HTTP/2 reply is several small writes (headers, data,
+        // trailers); with Nagle and the peer's delayed ACK one of them could
+        // wait ~40 ms (the benchmark's RPC p99 sat there before this).
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = rx.await;
         }));

@@ -73,6 +73,12 @@ impl DataPlane {
             reason: e.to_string(),
         })?;
         let (tx, rx) = oneshot::channel();
+        // No Nagle: an SSE relay writes event by event; each must go out at once.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(target: "gatehouse::data_plane", error = %err, "TCP_NODELAY not set");
+            }
+        });
         let task = tokio::spawn(async move {
             axum::serve(
                 listener,
