@@ -217,15 +217,13 @@ pub(crate) mod fuzz_targets {
                             prop_assert_eq!(params.value(name), value.clone());
                         }
                     }
-                    let printed = format!("{params:?}");
-                    for (_, value) in &pairs {
-                        // Values never reach Debug output (short ones may be part of a name).
-                        prop_assert!(
-                            value.len() < 6
-                                || pairs.iter().any(|(n, _)| n.contains(value.as_str()))
-                                || !printed.contains(value.as_str())
-                        );
-                    }
+                    // Values never reach Debug output: it is the same with every value blanked.
+                    // (A search for each value in it is not: `\u{7f}` ends in `}`.)
+                    let blanked = url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(pairs.iter().map(|(name, _)| (name.as_str(), "")))
+                        .finish();
+                    let blank = Params::parse(blanked.as_bytes(), may_repeat).expect("the same names parse the same");
+                    prop_assert_eq!(format!("{params:?}"), format!("{blank:?}"));
                 }
                 Err(DuplicateParam(name)) => {
                     prop_assert!(!may_repeat.contains(&name.as_str()));
