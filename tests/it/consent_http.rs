@@ -952,25 +952,7 @@ async fn malformed_token_requests_get_the_oauth_error_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_a_service_walks_the_upstream_and_returns_to_the_services_page() {
-    let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let demo = gatehouse::demo::DemoUpstream::spawn(demo_listener, gatehouse::demo::DemoConfig::default())
-        .await
-        .unwrap();
-    let demo_mcp = demo.mcp_url();
-    let fleet = TestFleet::builder()
-        .data_planes(2)
-        .control_plane(move |config| {
-            config.outbound.allow_loopback = true;
-            config.mcp_servers = vec![McpServer {
-                name: "notes".into(),
-                display_name: "Demo Notes".into(),
-                url: demo_mcp,
-                auth_mode: AuthMode::Oauth,
-                ..Default::default()
-            }];
-        })
-        .spawn()
-        .await;
+    let (fleet, demo) = fleet_with_notes(|_| {}).await;
     let client = fleet.register_public().await;
     let browser = fleet.browser();
     let pkce = Pkce::new();
