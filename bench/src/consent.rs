@@ -143,12 +143,12 @@ pub async fn refresh(
     Ok(total)
 }
 
-/// Registers a client for the consent-flow runs.
-pub async fn register(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+/// Registers a public client named `client_name` (PKCE, refresh tokens).
+pub async fn register(http: &reqwest::Client, base: &str, client_name: &str) -> anyhow::Result<String> {
     let response = http
         .post(format!("{base}/register"))
         .json(&json!({
-            "client_name": "gatehouse-bench consent",
+            "client_name": client_name,
             "redirect_uris": [REDIRECT_URI],
             "token_endpoint_auth_method": "none",
             "grant_types": ["authorization_code", "refresh_token"],
@@ -157,10 +157,17 @@ pub async fn register(http: &reqwest::Client, base: &str) -> anyhow::Result<Stri
         .send()
         .await?;
     if response.status() != StatusCode::CREATED {
-        bail!("POST /register: {}", response.status());
+        bail!(
+            "POST /register: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
     }
     let body: Value = response.json().await?;
-    Ok(body["client_id"].as_str().ok_or_else(|| anyhow!("no client_id"))?.to_owned())
+    Ok(body["client_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no client_id in {body}"))?
+        .to_owned())
 }
 
 /// Wall time of each step of one consent flow with connect.
@@ -187,7 +194,7 @@ pub struct FlowSteps {
 pub async fn flow_with_connect(base: &str, demo_base: &str, service: &str, account: &str) -> anyhow::Result<FlowSteps> {
     let http = oauth::client()?;
     let started = Instant::now();
-    let client_id = register(&http, base).await?;
+    let client_id = register(&http, base, "gatehouse-bench consent").await?;
     let verifier = oauth::verifier();
     let challenge = oauth::s256(&verifier);
     let mut jar = Jar::default();

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
@@ -46,29 +46,7 @@ pub struct ConnectTo<'a> {
 pub async fn sign_up(base: &str, to: &ConnectTo<'_>, count: usize, concurrency: usize) -> anyhow::Result<Users> {
     let http = client()?;
     let started = Instant::now();
-    let response = http
-        .post(format!("{base}/register"))
-        .json(&json!({
-            "client_name": "gatehouse-bench",
-            "redirect_uris": [REDIRECT_URI],
-            "token_endpoint_auth_method": "none",
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"],
-        }))
-        .send()
-        .await?;
-    if response.status() != StatusCode::CREATED {
-        bail!(
-            "POST /register: {} {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
-    let registered: Value = response.json().await?;
-    let client_id: Arc<str> = registered["client_id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no client_id in {registered}"))?
-        .into();
+    let client_id: Arc<str> = crate::consent::register(&http, base, "gatehouse-bench").await?.into();
 
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let base: Arc<str> = base.into();
