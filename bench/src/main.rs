@@ -96,6 +96,10 @@ struct Args {
     /// Closed loop through the warm data plane only (for profiling: `valgrind --tool=callgrind … --phases closed --only-warm`).
     #[arg(long)]
     only_warm: bool,
+    /// Worker threads of the Gatehouse runtime (both planes); the load
+    /// generator and the upstream keep two each.
+    #[arg(long, default_value_t = 2)]
+    gatehouse_threads: usize,
     /// Internal: run as the child data plane of the memory run.
     #[arg(long, hide = true)]
     child_data_plane: bool,
@@ -195,16 +199,16 @@ fn main() -> anyhow::Result<()> {
     }
     let started = Instant::now();
 
-    let runtime = |name: &str| {
+    let runtime = |name: &str, threads: usize| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(threads.max(1))
             .thread_name(name)
             .enable_all()
             .build()
     };
-    let upstream_rt = runtime(cpu::UPSTREAM)?;
-    let gatehouse_rt = runtime("gatehouse-rt")?;
-    let load_rt = runtime(cpu::LOADGEN)?;
+    let upstream_rt = runtime(cpu::UPSTREAM, 2)?;
+    let gatehouse_rt = runtime("gatehouse-rt", args.gatehouse_threads)?;
+    let load_rt = runtime(cpu::LOADGEN, 2)?;
 
     let (upstream_url, _) = upstream_rt.block_on(upstream::start())?;
     // The demo OAuth provider: the authorization server of `vault`, which every

@@ -93,6 +93,12 @@ impl Store {
                     sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    // Reads through a shared memory map instead of a read(2)
+                    // into each connection's own 2 MB page cache: with 100,000
+                    // users the hot lookups (token → grant → identity,
+                    // connection) miss that cache, and the copies made
+                    // ResolveAccessToken cost twice as much CPU as with 1,000.
+                    sqlx::query("PRAGMA mmap_size = 268435456").execute(&mut *conn).await?;
                     Ok(())
                 })
             });
@@ -177,4 +183,33 @@ pub(crate) fn get_opt_bytes(row: &AnyRow, column: &str) -> Result<Option<Vec<u8>
 /// Whether an error is a uniqueness violation (a name or key already taken).
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every pooled SQLite connection carries the settings `connect` gives it,
+    /// the read path's memory map among them (BENCHMARKS.md: without it a
+    /// resolve costs more as the vault grows).
+    #[tokio::test]
+    async fn every_sqlite_connection_gets_wal_the_busy_timeout_foreign_keys_and_the_memory_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/gatehouse.db?mode=rwc", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        // More connections than one, so each is checked, not only the first.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = store.pool().acquire().await.unwrap();
+            let pragma = |name: &'static str| sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {name}")));
+            let journal: String = pragma("journal_mode").fetch_one(&mut *conn).await.unwrap().get(0);
+            let busy: i64 = pragma("busy_timeout").fetch_one(&mut *conn).await.unwrap().get(0);
+            let foreign: i64 = pragma("foreign_keys").fetch_one(&mut *conn).await.unwrap().get(0);
+            let mmap: i64 = pragma("mmap_size").fetch_one(&mut *conn).await.unwrap().get(0);
+            assert_eq!((journal.as_str(), busy, foreign, mmap), ("wal", 10_000, 1, 268_435_456));
+            held.push(conn);
+        }
+        drop(held);
+        store.close().await;
+    }
 }
