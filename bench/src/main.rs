@@ -198,6 +198,16 @@ fn main() -> anyhow::Result<()> {
         bail!("--users, --connections and --rounds must be at least 1");
     }
     let started = Instant::now();
+    // Gatehouse as deployed: `gatehouse up`'s log subscriber (text on stderr at
+    // `info`, or `RUST_LOG`), so each request's span costs what it costs there.
+    let _telemetry = gatehouse::telemetry::init(
+        &gatehouse::config::LogConfig::default(),
+        &gatehouse::config::TelemetryConfig::default(),
+        gatehouse::telemetry::Planes {
+            data: true,
+            control: true,
+        },
+    );
 
     let runtime = |name: &str, threads: usize| {
         tokio::runtime::Builder::new_multi_thread()

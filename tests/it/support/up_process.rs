@@ -98,27 +98,12 @@ impl UpProcess {
             let _ = reader.join();
         }
         assert!(exited.success(), "gatehouse up stops cleanly on SIGTERM: {exited}");
-        without_ansi_colours(&String::from_utf8_lossy(&self.log.lock().expect("log")))
+        let log = String::from_utf8_lossy(&self.log.lock().expect("log")).into_owned();
+        // Its stderr is a pipe, not a terminal: no colour escapes, which could
+        // also split a search of the log.
+        assert!(!log.contains('\u{1b}'), "a log written to a pipe carries no ANSI escapes");
+        log
     }
-}
-
-/// `text` without ANSI SGR sequences (`ESC [ … m`), which the text log format
-/// puts around field names and could split a search.
-fn without_ansi_colours(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            for next in chars.by_ref() {
-                if next.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl Drop for UpProcess {
