@@ -522,25 +522,25 @@ pub struct Caller {
 /// Resolves an access token: unknown, expired, of a revoked grant or of a
 /// revoked identity → `InvalidAccessToken`.
 pub async fn resolve(core: &Core, access_token: &Secret) -> Result<Caller, GrantError> {
-    let Some((token, grant, identity)) = core.store.resolve_access_token(&access_token.hash()).await? else {
+    let Some(token) = core.store.resolve_access_token(&access_token.hash()).await? else {
         return Err(GrantError::InvalidAccessToken);
     };
     let now = core.now();
-    if token.expires_at <= now || grant.revoked_at.is_some() || identity.revoked_at.is_some() {
+    if token.expires_at <= now || token.grant_revoked_at.is_some() || token.identity.revoked_at.is_some() {
         return Err(GrantError::InvalidAccessToken);
     }
     // A data plane may cache the answer no longer than the configured bound and
     // never past the token's expiry; revocations also reach it as events.
     let ttl_seconds = core.config.lifetimes.caller_cache.min(token.expires_at - now).max(0);
     Ok(Caller {
-        grant_id: grant.id,
-        client_id: grant.client_id,
-        identity,
-        scopes: grant.scope.split_whitespace().map(String::from).collect(),
-        resource: grant.resource,
+        grant_id: token.grant_id,
+        client_id: token.client_id,
+        identity: token.identity,
+        scopes: token.scope.split_whitespace().map(String::from).collect(),
+        resource: token.resource,
         expires_at: token.expires_at,
         cache_ttl_ms: u32::try_from(ttl_seconds.saturating_mul(1000)).unwrap_or(u32::MAX),
-        supports_url_elicitation: grant.url_elicitation,
+        supports_url_elicitation: token.url_elicitation,
     })
 }
 
