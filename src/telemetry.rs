@@ -58,8 +58,8 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig, planes: Planes) -> Tel
         .or_else(|_| EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal (and no `NO_COLOR`): escape codes
-    // are noise in a log file or a collector, and writing them cost about a
-    // tenth of a warm `/mcp` call's CPU (BENCHMARKS.md).
+    // are noise in a log file or a collector, and writing them took 7 % of a
+    // busy data-plane thread (BENCHMARKS.md).
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let fmt = match log.format {

@@ -291,8 +291,8 @@ impl Store {
     /// expiry, its grant's caller fields and its identity.
     ///
     /// Only those columns: this is the `/mcp` caller lookup on every cache
-    /// miss, and each column read costs a copy and a conversion (about a
-    /// third of the query's CPU with every token and grant column).
+    /// miss, and moving each column out of SQLite and through the Any driver
+    /// is most of what the lookup costs (BENCHMARKS.md, "Where the time goes").
     pub async fn resolve_access_token(&self, token_hash: &str) -> Result<Option<ResolvedToken>, StoreError> {
         let row = sqlx::query(
             "SELECT t.expires_at, g.id AS g_id, g.client_id, g.scope, g.resource, g.revoked_at AS g_revoked_at,
