@@ -49,6 +49,11 @@ pub fn apply(routes: Router, state: &Arc<AppState>) -> App {
     let stack = ServiceBuilder::new()
         // One box for every response body, so the service has axum's types.
         .layer(MapResponseBodyLayer::new(Body::new))
+        // A 413 leaves the request body unread, and hyper then closes the
+        // connection: the response says so, so a keep-alive client does not
+        // send its next request into a closed connection (the 401 of `/mcp`
+        // drains its body instead: `mcp::refuse_after_draining`).
+        .map_response(close_after_a_refused_body)
         // Order: before any span, so no bearer token or cookie reaches a log line.
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
@@ -71,6 +76,16 @@ pub fn apply(routes: Router, state: &Arc<AppState>) -> App {
         .layer(RateLimitLayer(state.clone()))
         .service(routes);
     App::new(stack)
+}
+
+/// Adds `Connection: close` to a 413 (see [`apply`]).
+fn close_after_a_refused_body<B>(mut response: Response<B>) -> Response<B> {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The 500 for a handler that panicked. Security: the panic's message is

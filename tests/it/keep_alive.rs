@@ -3,6 +3,7 @@
 //! the client then reuses the connection for discovery. The data plane must
 //! either keep that connection working or say `Connection: close`, never
 //! drop it silently (which SDK clients report as "server disconnected").
+//! The same holds for a body refused as too large (413).
 
 use std::time::Duration;
 
@@ -67,6 +68,41 @@ async fn a_401_at_mcp_leaves_the_connection_usable_or_says_it_closes() {
         assert!(
             next.as_deref().is_some_and(|head| head.starts_with("http/1.1 200")),
             "after a {pause:?} pause, the keep-alive connection was dropped after the 401: {next:?}"
+        );
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_for_a_body_over_the_limit_leaves_the_connection_usable_or_says_it_closes() {
+    let fleet = TestFleet::start(1).await;
+    let addr = fleet.url(0).trim_start_matches("http://").to_owned();
+    // A declared length one byte over the default limit (1 MiB), to a route
+    // without a token check (/register) and to /mcp, whose refusal is
+    // otherwise a 401. The limit answers on the declared length, so the body
+    // is not sent: a server closing on unread bytes would reset the
+    // connection and could take its own answer with it.
+    let length = 1024 * 1024 + 1;
+    for path in ["/register", "/mcp"] {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {length}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let refused = read_response(&mut stream).await.expect("a response to the POST");
+        assert!(refused.starts_with("http/1.1 413"), "{path}: {refused}");
+        if refused.contains("connection: close") {
+            continue;
+        }
+        stream
+            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let next = read_response(&mut stream).await;
+        assert!(
+            next.as_deref().is_some_and(|head| head.starts_with("http/1.1 200")),
+            "{path}: the keep-alive connection was dropped after the 413 without saying so: {next:?}"
         );
     }
     fleet.stop().await;
