@@ -2,8 +2,9 @@
 //! connects and asks the person to prove the identity it belongs to;
 //! `POST /connect/{link_id}` sends that proof to the control plane
 //! (`OpenConnectLink`), which spends the link and begins the upstream
-//! authorization; the page then continues to the upstream. The upstream's
-//! redirect back lands on `/oauth/callback` like any connection.
+//! authorization, and answers 303 to `/connect/{link_id}/continue`, the signed
+//! continuation page (`consent::onward`) that leads on to the upstream. The
+//! upstream's redirect back lands on `/oauth/callback` like any connection.
 //!
 //! A signed-in user's link offers "Sign in with <provider>": the POST then
 //! begins a sign-in bound to the link and to this browser's cookie, the
@@ -24,10 +25,10 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,6 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::AppState;
 use crate::consent::csrf;
 use crate::consent::error::{PageError, PageErrorKind};
+use crate::consent::onward::{self, Onward};
 use crate::consent::security_headers;
 use crate::consent::views::{Page, RedirectView};
 use crate::cp_client::{CpError, CpResultExt as _};
@@ -52,7 +54,16 @@ const COOKIE_MAX_AGE: u32 = 600;
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/connect/{link_id}", get(get_connect).post(post_connect))
+        .route("/connect/{link_id}/continue", get(get_continue))
         .layer(middleware::from_fn(security_headers))
+}
+
+/// The page of an id that cannot be a link's (no control-plane call).
+fn no_such_link() -> PageError {
+    PageError::from(CpError::Refused {
+        reason: ErrorReason::NotFound,
+        description: String::new(),
+    })
 }
 
 /// Whether `link_id` can be a link id the control plane issued.
@@ -156,10 +167,7 @@ pub(crate) async fn get_connect(
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     if !is_link_id(&link_id) {
-        return Err(PageError::from(CpError::Refused {
-            reason: ErrorReason::NotFound,
-            description: String::new(),
-        }));
+        return Err(no_such_link());
     }
     let link = preview(&state, &link_id, peer).await?;
     let public_url = &state.config.public_url;
@@ -181,10 +189,7 @@ pub(crate) async fn post_connect(
     body: Bytes,
 ) -> Result<Response, PageError> {
     if !is_link_id(&link_id) {
-        return Err(PageError::from(CpError::Refused {
-            reason: ErrorReason::NotFound,
-            description: String::new(),
-        }));
+        return Err(no_such_link());
     }
     let secret = cookie_secret(&headers, &state.config.public_url).ok_or_else(|| PageError::new(PageErrorKind::NoFlowCookie))?;
     let form = Params::parse(&body, &[]).map_err(|dup| PageError::bad_request(dup.to_string()))?;
@@ -208,13 +213,17 @@ pub(crate) async fn post_connect(
         .await
         .cp("OpenConnectLink");
     match opened {
-        Ok(opened) => match RedirectView::new(opened.authorization_url) {
-            Some(view) => Ok(view.into_page().into_response()),
-            None => {
+        Ok(opened) => {
+            // Checked here too, so a bad URL fails on the post rather than on the page.
+            if RedirectView::new(opened.authorization_url.clone()).is_none() {
                 tracing::error!(target: "gatehouse::consent", "the control plane returned a provider URL that is not http(s)");
-                Err(PageError::from(CpError::Internal))
+                return Err(PageError::from(CpError::Internal));
             }
-        },
+            // 303 to this origin's continuation page, as the consent posts do:
+            // a reload shows the page again instead of posting the proof twice.
+            let onward = onward::path(&secret, Onward::Link(&link_id), &opened.authorization_url);
+            Ok(Redirect::to(&onward).into_response())
+        }
         Err(CpError::Refused {
             reason: reason @ (ErrorReason::InvalidVirtualKey | ErrorReason::InvalidRequest),
             ..
@@ -230,6 +239,32 @@ pub(crate) async fn post_connect(
             Ok(Page::new(view, StatusCode::UNAUTHORIZED).into_response())
         }
         Err(err) => Err(PageError::from(err)),
+    }
+}
+
+/// `GET /connect/{link_id}/continue?to=…&sig=…`: the continuation page the
+/// post leads to; it needs the cookie of the browser that posted.
+pub(crate) async fn get_continue(
+    State(state): State<Arc<AppState>>,
+    Path(link_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    if !is_link_id(&link_id) {
+        return Err(no_such_link());
+    }
+    let secret = cookie_secret(&headers, &state.config.public_url).ok_or_else(|| PageError::new(PageErrorKind::NoFlowCookie))?;
+    let params =
+        Params::parse(query.unwrap_or_default().as_bytes(), &[]).map_err(|dup| PageError::bad_request(dup.to_string()))?;
+    let url = params.value("to");
+    // Security: only a URL this browser was sent here with is shown; anything
+    // else would make this page an open redirect.
+    if !onward::verify(&secret, Onward::Link(&link_id), &url, params.get("sig")) {
+        return Err(PageError::new(PageErrorKind::BadContinuation));
+    }
+    match RedirectView::new(url) {
+        Some(view) => Ok(view.into_page().into_response()),
+        None => Err(PageError::from(CpError::Internal)),
     }
 }
 

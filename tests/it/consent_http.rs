@@ -1148,7 +1148,7 @@ async fn signing_in_at_the_openid_provider_makes_a_verified_user_identity() {
         )
         .await;
     assert_page_headers(response.headers(), "");
-    let provider_url = follow_onward(&browser, fleet.url(1), response).await;
+    let provider_url = follow_onward(&browser, response).await;
     assert!(
         provider_url.starts_with(&format!("{}/authorize?", demo.base_url())),
         "{provider_url}"
@@ -1268,7 +1268,7 @@ async fn connect_notes(
             &[("csrf", csrf), ("service", "notes")],
         )
         .await;
-    follow_onward(browser, fleet.url(dp), response).await
+    follow_onward(browser, response).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1398,7 +1398,7 @@ async fn a_sign_in_answer_after_its_state_expired_leads_back_to_the_identity_pag
             &[("csrf", identity.csrf().as_str()), ("choice", "user")],
         )
         .await;
-    let provider_url = follow_onward(&browser, fleet.url(0), response).await;
+    let provider_url = follow_onward(&browser, response).await;
     let callback = crate::support::fleet::allow_at_demo(&browser, demo.base_url(), &provider_url, "alice").await;
     assert!(
         callback.starts_with(&format!("{}/signin/callback?", fleet.issuer)),

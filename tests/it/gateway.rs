@@ -14,7 +14,8 @@ use reqwest::header;
 use serde_json::{Value, json};
 
 use crate::support::fleet::{
-    Browser, Edge, Pkce, TestFleet, Tokens, approve, choose_virtual_key, connect_demo_service, skip, start_flow,
+    Browser, Edge, Pkce, TestFleet, Tokens, allow_at_demo, approve, choose_virtual_key, connect_demo_service, continuation_link,
+    location, query_of, skip, start_flow,
 };
 use crate::support::mcp_client::{McpClient, read_reply};
 use crate::support::mcp_upstream::{Broken, McpUpstream, Script};
@@ -359,8 +360,10 @@ async fn submit_link(
     browser.post_raw(&link, &form).await
 }
 
-/// Follows a continuation page to the demo upstream, allows as `account`, and
-/// lands the callback on data plane `dp`; asserts the "Connected" page.
+/// Goes on to the demo upstream from `response`: a connect-link post's 303 to
+/// its continuation page, or the sign-in callback's continuation page itself
+/// (a GET, answered 200). Allows as `account`, lands the callback on data
+/// plane `dp` and asserts the "Connected" page.
 async fn finish_link_at_demo(
     fleet: &TestFleet,
     browser: &Browser,
@@ -369,9 +372,12 @@ async fn finish_link_at_demo(
     account: &str,
     dp: usize,
 ) {
-    assert_eq!(response.status(), StatusCode::OK);
-    let html = response.text().await.unwrap();
-    let upstream_url = crate::support::fleet::continuation_link(&html);
+    let upstream_url = if response.status() == StatusCode::SEE_OTHER {
+        crate::support::fleet::follow_onward(browser, response).await
+    } else {
+        assert_eq!(response.status(), StatusCode::OK);
+        continuation_link(&response.text().await.unwrap())
+    };
     assert!(upstream_url.starts_with(demo.base_url()), "{upstream_url}");
     let callback = crate::support::fleet::allow_at_demo(browser, demo.base_url(), &upstream_url, account).await;
     let callback = callback.replacen(&fleet.issuer, fleet.url(dp), 1);
@@ -435,6 +441,58 @@ async fn an_unconnected_service_answers_with_its_connect_link_and_after_connecti
         .get_raw(&format!("{}/connect/gh_cl_unknown", fleet.url(1)))
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_link_post_leads_to_a_continuation_page_only_its_browser_is_shown() {
+    let demo = demo_upstream().await;
+    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
+    let (_, tokens) = sign_up(&fleet, Identity::Skip, &[], None, "").await;
+    let mcp = McpClient::new(&fleet, &tokens.access_token);
+    mcp.initialize(json!({"elicitation": {"url": {}}})).await;
+    let link = link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+    let link_id = link.rsplit('/').next().unwrap().to_owned();
+    let browser = fleet.browser();
+    let response = submit_link(&fleet, &browser, &link, 0, None).await;
+    // 303 to a page of this origin (form-action 'self'), as the consent posts.
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let onward = location(&response);
+    assert!(onward.starts_with(&format!("/connect/{link_id}/continue?")), "{onward}");
+    let upstream_url = query_of(&format!("{}{onward}", fleet.url(0)))["to"][0].clone();
+    assert!(upstream_url.starts_with(demo.base_url()), "{upstream_url}");
+
+    // Another browser is shown nothing: without the link's cookie, or with its own.
+    let stranger = fleet.browser();
+    for cookie in [None, Some("another-browsers-secret")] {
+        stranger.set_cookie("gatehouse-connect", cookie);
+        let refused = stranger.get_raw(&format!("{}{onward}", fleet.url(1))).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "cookie {cookie:?}");
+        let html = refused.text().await.unwrap();
+        assert!(!html.contains(demo.base_url()), "{html}");
+    }
+    // A URL swapped in under the signature is no open redirect.
+    let sig = query_of(&format!("{}{onward}", fleet.url(0)))["sig"][0].clone();
+    let forged = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("to", "https://evil.example/")
+        .append_pair("sig", &sig)
+        .finish();
+    let refused = browser
+        .get_raw(&format!("{}/connect/{link_id}/continue?{forged}", fleet.url(0)))
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(!refused.text().await.unwrap().contains("evil.example"));
+
+    // The browser that posted is shown the page however often it reloads it
+    // (nothing is posted again), on either data plane, and goes on.
+    for dp in [0, 1] {
+        let page = browser.page(&format!("{}{onward}", fleet.url(dp))).await;
+        assert_eq!(continuation_link(&page.html), upstream_url);
+    }
+    let callback = allow_at_demo(&browser, demo.base_url(), &upstream_url, "carol").await;
+    let done = browser.page(&callback.replacen(&fleet.issuer, fleet.url(1), 1)).await;
+    assert!(done.html.contains("Connected"), "{}", done.html);
+    assert_eq!(mcp.call_text("notes__whoami", json!({})).await, "you are carol");
     fleet.stop().await;
 }
 
@@ -1043,8 +1101,7 @@ async fn an_upstream_url_from_a_connect_link_forwarded_to_another_browser_connec
     // The attacker opens the link for their grant, then sends the upstream URL to a victim.
     let attacker = fleet.browser();
     let response = submit_link(&fleet, &attacker, &link, 0, None).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let upstream_url = crate::support::fleet::continuation_link(&response.text().await.unwrap());
+    let upstream_url = crate::support::fleet::follow_onward(&attacker, response).await;
     let victim = fleet.browser();
     let callback = crate::support::fleet::allow_at_demo(&victim, demo.base_url(), &upstream_url, "victim").await;
     let refused = victim.get_raw(&callback.replacen(&fleet.issuer, fleet.url(1), 1)).await;
@@ -1098,7 +1155,7 @@ async fn sign_up_as_user(fleet: &TestFleet, demo: &DemoUpstream, account: &str) 
             &[("csrf", page.csrf().as_str()), ("choice", "user")],
         )
         .await;
-    let provider_url = crate::support::fleet::follow_onward(&browser, fleet.url(1), response).await;
+    let provider_url = crate::support::fleet::follow_onward(&browser, response).await;
     let callback = crate::support::fleet::allow_at_demo(&browser, demo.base_url(), &provider_url, account).await;
     let to = browser.get_raw(&callback.replacen(&fleet.issuer, fleet.url(0), 1)).await;
     assert_eq!(to.status(), StatusCode::SEE_OTHER);
@@ -1121,8 +1178,7 @@ async fn sign_in_at_link(
     let page = browser.page(&link.replacen(&fleet.issuer, fleet.url(dp), 1)).await;
     assert!(page.html.contains("Sign in with"), "the page offers sign-in: {}", page.html);
     let response = submit_link(fleet, browser, link, dp, None).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let provider_url = crate::support::fleet::continuation_link(&response.text().await.unwrap());
+    let provider_url = crate::support::fleet::follow_onward(browser, response).await;
     assert!(
         provider_url.starts_with(&format!("{}/authorize?", demo.base_url())) && provider_url.contains("openid"),
         "{provider_url}"

@@ -158,7 +158,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
             &[("csrf", csrf.as_str()), ("service", "demo")],
         )
         .await;
-    let upstream_url = follow_onward(&browser, &base, response).await;
+    let upstream_url = follow_onward(&browser, response).await;
     secrets.add("upstream state", param(&upstream_url, "state"));
     let callback = allow_at_demo(&browser, &up.demo_base, &upstream_url, "alice").await;
     secrets.add("upstream authorization code", param(&callback, "code"));

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::support::fleet::{
     Browser, Pkce, RegisteredClient, STATE, TestFleet, allow_at_demo, approve, authorize_params, connect_demo_service,
-    continuation_link, location, query_of, skip, start_flow,
+    follow_onward, location, query_of, skip, start_flow,
 };
 use crate::support::http_fixture::{HttpFixture, Reply};
 use crate::support::mcp_client::McpClient;
@@ -88,7 +88,7 @@ async fn upstream_callback(fleet: &TestFleet, browser: &Browser, demo: &DemoUpst
             &[("csrf", csrf), ("service", "notes")],
         )
         .await;
-    let upstream_url = crate::support::fleet::follow_onward(browser, fleet.url(0), response).await;
+    let upstream_url = crate::support::fleet::follow_onward(browser, response).await;
     let callback = allow_at_demo(browser, demo.base_url(), &upstream_url, "alice").await;
     assert!(
         callback.starts_with(&format!("{}/oauth/callback?", fleet.issuer)),
@@ -1076,8 +1076,7 @@ async fn csrf_on_a_connect_link_post_is_refused_with_403_and_changes_nothing() {
     // Still not connected, and the link is not spent: its own post goes on.
     connect_link_in(&mcp.call_tool("notes__whoami", json!({})).await);
     let response = browser.post_raw(&link, &[("csrf", csrf.as_str())]).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let upstream_url = continuation_link(&response.text().await.unwrap());
+    let upstream_url = follow_onward(&browser, response).await;
     assert!(upstream_url.starts_with(demo.base_url()), "{upstream_url}");
     let callback = allow_at_demo(&browser, demo.base_url(), &upstream_url, "carol").await;
     let done = browser.page(&callback.replacen(&fleet.issuer, fleet.url(0), 1)).await;

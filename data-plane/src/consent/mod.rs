@@ -11,7 +11,7 @@
 pub(crate) mod cookie;
 pub(crate) mod csrf;
 pub(crate) mod error;
-mod onward;
+pub(crate) mod onward;
 mod pages;
 pub(crate) mod views;
 

@@ -116,7 +116,7 @@ fn see_other_onward(flow: &FlowRef, url: &str) -> Result<Response, PageError> {
         tracing::error!(target: "gatehouse::consent", flow_id = flow.flow_id, "the control plane returned a provider URL that is not http(s)");
         return Err(PageError::from(CpError::Internal).in_flow(&flow.flow_id));
     }
-    Ok(Redirect::to(&onward::path(&flow.browser_secret, &flow.flow_id, url)).into_response())
+    Ok(Redirect::to(&onward::path(&flow.browser_secret, onward::Onward::Flow(&flow.flow_id), url)).into_response())
 }
 
 // === Pages ===
@@ -283,7 +283,12 @@ pub(crate) async fn get_continue(
     let url = params.value("to");
     // Security: only a URL this flow's browser was sent here with is shown;
     // anything else would make this page an open redirect.
-    if !onward::verify(&cookie.browser_secret, &flow_id, &url, params.get("sig")) {
+    if !onward::verify(
+        &cookie.browser_secret,
+        onward::Onward::Flow(&flow_id),
+        &url,
+        params.get("sig"),
+    ) {
         return Err(PageError::new(PageErrorKind::BadContinuation).in_flow(&flow_id));
     }
     continue_to(url, &flow_id)

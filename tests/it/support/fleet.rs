@@ -653,17 +653,22 @@ pub async fn approve(
     }
 }
 
-/// Follows the answer to a Connect or sign-in post as a browser does: the 303
-/// to the continuation page of this origin (fetched on data plane `base`),
-/// then the page's link on to the provider, which is returned.
-pub async fn follow_onward(browser: &Browser, base: &str, response: Response) -> String {
+/// Follows the answer to a Connect, sign-in or connect-link post as a browser
+/// does: the 303 to the continuation page of the origin that answered, then
+/// the page's link on to the provider, which is returned.
+pub async fn follow_onward(browser: &Browser, response: Response) -> String {
     let status = response.status();
-    assert_eq!(status, StatusCode::SEE_OTHER, "a Connect or sign-in post answers 303");
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "a Connect, sign-in or connect-link post answers 303"
+    );
     let to = location(&response);
     assert!(
-        to.starts_with("/consent/") && to.contains("/continue?"),
+        (to.starts_with("/consent/") || to.starts_with("/connect/")) && to.contains("/continue?"),
         "303 to the continuation page of this origin, not {to}"
     );
+    let base = response.url().origin().ascii_serialization();
     let page = browser.page(&format!("{base}{to}")).await;
     assert!(page.html.contains(r#"http-equiv="refresh""#), "{}", page.html);
     continuation_link(&page.html)
@@ -713,7 +718,7 @@ pub async fn connect_demo_service(
             &[("csrf", csrf), ("service", service)],
         )
         .await;
-    let upstream_url = follow_onward(browser, fleet.url(dp), response).await;
+    let upstream_url = follow_onward(browser, response).await;
     let callback = allow_at_demo(browser, demo_base, &upstream_url, account).await;
     let callback = callback.replacen(&fleet.issuer, fleet.url(dp), 1);
     let response = browser.get_raw(&callback).await;

@@ -119,7 +119,7 @@ async def open_connect_link(link: str, account: str) -> None:
     page = await browser.get(link)
     assert page.status_code == 200, f"connect page: {page.status_code} {page.text[:500]}"
     connect = form(page.text, urlparse(link).path)
-    page = await browser.post(urljoin(link, connect["action"]), data=connect["fields"])
+    page = await follow(await browser.post(urljoin(link, connect["action"]), data=connect["fields"]))
     assert page.status_code == 200, f"continuation page: {page.status_code} {page.text[:500]}"
     upstream = html.unescape(re.search(r'<a class="button" href="([^"]+)"', page.text).group(1))
     page = await browser.get(upstream)

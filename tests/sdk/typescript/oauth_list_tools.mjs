@@ -140,7 +140,7 @@ async function openConnectLink(link) {
   let response = await browse(link);
   let html = await page(response, 'connect page');
   const connect = form(html, link, new URL(link).pathname);
-  response = await post(connect.action, connect.fields);
+  response = await follow(await post(connect.action, connect.fields));
   html = await page(response, 'continuation page');
   const upstream = unescape(/<a class="button" href="([^"]+)"/.exec(html)[1]);
   response = await browse(upstream);
