@@ -444,14 +444,21 @@ async fn an_unconnected_service_answers_with_its_connect_link_and_after_connecti
     fleet.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connect_link_post_leads_to_a_continuation_page_only_its_browser_is_shown() {
+/// A fleet with the per-user service `notes`, an anonymous (Skip) caller not
+/// connected to it, and the connect link its first call was answered with.
+async fn anonymous_caller_with_a_link() -> (DemoUpstream, TestFleet, McpClient, String) {
     let demo = demo_upstream().await;
     let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
     let (_, tokens) = sign_up(&fleet, Identity::Skip, &[], None, "").await;
     let mcp = McpClient::new(&fleet, &tokens.access_token);
     mcp.initialize(json!({"elicitation": {"url": {}}})).await;
     let link = link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+    (demo, fleet, mcp, link)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_link_post_leads_to_a_continuation_page_only_its_browser_is_shown() {
+    let (demo, fleet, mcp, link) = anonymous_caller_with_a_link().await;
     let link_id = link.rsplit('/').next().unwrap().to_owned();
     let browser = fleet.browser();
     let response = submit_link(&fleet, &browser, &link, 0, None).await;
@@ -1091,12 +1098,7 @@ crate::store_test!(a_connect_link_is_spent_once_and_can_be_released, |db| async 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_url_from_a_connect_link_forwarded_to_another_browser_connects_nothing() {
-    let demo = demo_upstream().await;
-    let fleet = fleet_with(vec![oauth_service("notes", &demo)]).await;
-    let (_, tokens) = sign_up(&fleet, Identity::Skip, &[], None, "").await;
-    let mcp = McpClient::new(&fleet, &tokens.access_token);
-    mcp.initialize(json!({"elicitation": {"url": {}}})).await;
-    let link = link_in_elicitation(&mcp.call_tool("notes__whoami", json!({})).await);
+    let (demo, fleet, mcp, link) = anonymous_caller_with_a_link().await;
 
     // The attacker opens the link for their grant, then sends the upstream URL to a victim.
     let attacker = fleet.browser();

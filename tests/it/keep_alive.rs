@@ -38,6 +38,23 @@ async fn read_response(stream: &mut TcpStream) -> Option<String> {
     }
 }
 
+/// Unless `refused` (a response head) says `Connection: close`, the
+/// connection must serve the next request; `what` names the refusal.
+async fn usable_unless_closing(stream: &mut TcpStream, addr: &str, refused: &str, what: &str) {
+    if refused.contains("connection: close") {
+        return;
+    }
+    stream
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let next = read_response(stream).await;
+    assert!(
+        next.as_deref().is_some_and(|head| head.starts_with("http/1.1 200")),
+        "{what}: the keep-alive connection was dropped without saying so: {next:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_at_mcp_leaves_the_connection_usable_or_says_it_closes() {
     let fleet = TestFleet::start(1).await;
@@ -56,19 +73,7 @@ async fn a_401_at_mcp_leaves_the_connection_usable_or_says_it_closes() {
         stream.write_all(body).await.unwrap();
         let refused = read_response(&mut stream).await.expect("a response to the POST");
         assert!(refused.starts_with("http/1.1 401"), "{refused}");
-        if refused.contains("connection: close") {
-            continue;
-        }
-        // Not announced as closing: the connection must serve the next request.
-        stream
-            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let next = read_response(&mut stream).await;
-        assert!(
-            next.as_deref().is_some_and(|head| head.starts_with("http/1.1 200")),
-            "after a {pause:?} pause, the keep-alive connection was dropped after the 401: {next:?}"
-        );
+        usable_unless_closing(&mut stream, &addr, &refused, &format!("after a {pause:?} pause, the 401")).await;
     }
     fleet.stop().await;
 }
@@ -92,18 +97,7 @@ async fn a_413_for_a_body_over_the_limit_leaves_the_connection_usable_or_says_it
         stream.write_all(head.as_bytes()).await.unwrap();
         let refused = read_response(&mut stream).await.expect("a response to the POST");
         assert!(refused.starts_with("http/1.1 413"), "{path}: {refused}");
-        if refused.contains("connection: close") {
-            continue;
-        }
-        stream
-            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let next = read_response(&mut stream).await;
-        assert!(
-            next.as_deref().is_some_and(|head| head.starts_with("http/1.1 200")),
-            "{path}: the keep-alive connection was dropped after the 413 without saying so: {next:?}"
-        );
+        usable_unless_closing(&mut stream, &addr, &refused, &format!("{path}: the 413")).await;
     }
     fleet.stop().await;
 }
