@@ -28,7 +28,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -38,7 +38,7 @@ use crate::consent::csrf;
 use crate::consent::error::{PageError, PageErrorKind};
 use crate::consent::onward::{self, Onward};
 use crate::consent::security_headers;
-use crate::consent::views::{Page, RedirectView};
+use crate::consent::views::Page;
 use crate::cp_client::{CpError, CpResultExt as _};
 use crate::oauth::params::Params;
 use crate::pb::{ConnectLinkProof, ErrorReason, OpenConnectLinkRequest, OpenConnectLinkResponse};
@@ -213,17 +213,9 @@ pub(crate) async fn post_connect(
         .await
         .cp("OpenConnectLink");
     match opened {
-        Ok(opened) => {
-            // Checked here too, so a bad URL fails on the post rather than on the page.
-            if RedirectView::new(opened.authorization_url.clone()).is_none() {
-                tracing::error!(target: "gatehouse::consent", "the control plane returned a provider URL that is not http(s)");
-                return Err(PageError::from(CpError::Internal));
-            }
-            // 303 to this origin's continuation page, as the consent posts do:
-            // a reload shows the page again instead of posting the proof twice.
-            let onward = onward::path(&secret, Onward::Link(&link_id), &opened.authorization_url);
-            Ok(Redirect::to(&onward).into_response())
-        }
+        // 303 to this origin's continuation page, as the consent posts do:
+        // a reload shows the page again instead of posting the proof twice.
+        Ok(opened) => onward::see_other(&secret, Onward::Link(&link_id), &opened.authorization_url),
         Err(CpError::Refused {
             reason: reason @ (ErrorReason::InvalidVirtualKey | ErrorReason::InvalidRequest),
             ..
@@ -262,10 +254,7 @@ pub(crate) async fn get_continue(
     if !onward::verify(&secret, Onward::Link(&link_id), &url, params.get("sig")) {
         return Err(PageError::new(PageErrorKind::BadContinuation));
     }
-    match RedirectView::new(url) {
-        Some(view) => Ok(view.into_page().into_response()),
-        None => Err(PageError::from(CpError::Internal)),
-    }
+    onward::page(Onward::Link(&link_id), url)
 }
 
 #[cfg(test)]

@@ -14,11 +14,16 @@
 //! redirect and a copied link shows nothing in another browser. The key is the
 //! CSRF key, with its own message prefix.
 
+use axum::response::{IntoResponse as _, Redirect, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
+
+use super::error::PageError;
+use super::views::RedirectView;
+use crate::cp_client::CpError;
 
 /// Whose continuation page: a consent flow's or a connect link's.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +75,40 @@ pub(crate) fn verify(browser_secret: &str, to: Onward<'_>, url: &str, presented:
     let expected = signature(browser_secret, to, url);
     // Security: constant time, as the CSRF token.
     expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+}
+
+/// The continuation page of `to`, leading on to `url`.
+pub(crate) fn page(to: Onward<'_>, url: String) -> Result<Response, PageError> {
+    match RedirectView::new(url) {
+        Some(view) => Ok(view.into_page().into_response()),
+        None => Err(not_http(to)),
+    }
+}
+
+/// The answer to a post that leads on to `url`: 303 to `to`'s continuation
+/// page (same origin, so `form-action 'self'` allows it).
+pub(crate) fn see_other(browser_secret: &str, to: Onward<'_>, url: &str) -> Result<Response, PageError> {
+    // Checked here too, so a bad URL fails on the post rather than on the page.
+    if RedirectView::new(url.to_owned()).is_none() {
+        return Err(not_http(to));
+    }
+    Ok(Redirect::to(&path(browser_secret, to, url)).into_response())
+}
+
+/// The control plane handed over a provider URL that is not http(s).
+fn not_http(to: Onward<'_>) -> PageError {
+    let err = PageError::from(CpError::Internal);
+    match to {
+        Onward::Flow(flow_id) => {
+            tracing::error!(target: "gatehouse::consent", flow_id, "the control plane returned a provider URL that is not http(s)");
+            err.in_flow(flow_id)
+        }
+        // A link id is a secret: never in a log line.
+        Onward::Link(_) => {
+            tracing::error!(target: "gatehouse::consent", "the control plane returned a provider URL that is not http(s)");
+            err
+        }
+    }
 }
 
 #[cfg(test)]

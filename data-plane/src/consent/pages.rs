@@ -97,28 +97,6 @@ async fn get_flow(state: &AppState, flow: FlowRef) -> Result<FlowView, PageError
         .map_err(|err| PageError::from(err).in_flow(&flow_id))
 }
 
-/// The continuation page to an upstream or sign-in provider.
-fn continue_to(url: String, flow_id: &str) -> Result<Response, PageError> {
-    match RedirectView::new(url) {
-        Some(view) => Ok(view.into_page().into_response()),
-        None => {
-            tracing::error!(target: "gatehouse::consent", flow_id, "the control plane returned a provider URL that is not http(s)");
-            Err(PageError::from(CpError::Internal).in_flow(flow_id))
-        }
-    }
-}
-
-/// The answer to a Connect or sign-in post: 303 to the continuation page
-/// (same origin, so `form-action 'self'` allows it), which leads on to `url`.
-fn see_other_onward(flow: &FlowRef, url: &str) -> Result<Response, PageError> {
-    // Checked here too, so a bad URL fails on the post rather than on the page.
-    if RedirectView::new(url.to_owned()).is_none() {
-        tracing::error!(target: "gatehouse::consent", flow_id = flow.flow_id, "the control plane returned a provider URL that is not http(s)");
-        return Err(PageError::from(CpError::Internal).in_flow(&flow.flow_id));
-    }
-    Ok(Redirect::to(&onward::path(&flow.browser_secret, onward::Onward::Flow(&flow.flow_id), url)).into_response())
-}
-
 // === Pages ===
 
 /// `GET /consent/{flow_id}`: the page of the flow's step.
@@ -191,7 +169,11 @@ pub(crate) async fn post_identity(
                 .await
                 .cp("BeginSignIn")
                 .map_err(in_flow)?;
-            return see_other_onward(&flow, &started.authorization_url);
+            return onward::see_other(
+                &flow.browser_secret,
+                onward::Onward::Flow(&flow.flow_id),
+                &started.authorization_url,
+            );
         }
         _ => return Err(PageError::bad_request("choose an identity").in_flow(&flow_id)),
     };
@@ -266,7 +248,11 @@ pub(crate) async fn post_connect(
         .await
         .cp("ConnectService")
         .map_err(|err| PageError::from(err).in_flow(&flow_id))?;
-    see_other_onward(&flow, &started.authorization_url)
+    onward::see_other(
+        &flow.browser_secret,
+        onward::Onward::Flow(&flow.flow_id),
+        &started.authorization_url,
+    )
 }
 
 /// `GET /consent/{flow_id}/continue?to=…&sig=…`: the continuation page a
@@ -291,7 +277,7 @@ pub(crate) async fn get_continue(
     ) {
         return Err(PageError::new(PageErrorKind::BadContinuation).in_flow(&flow_id));
     }
-    continue_to(url, &flow_id)
+    onward::page(onward::Onward::Flow(&flow_id), url)
 }
 
 /// `POST /consent/{flow_id}/disconnect`: `service` → back to the services page.
