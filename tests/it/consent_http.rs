@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::fleet::{
     ClientAuth, Pkce, RegisteredClient, STATE, TestFleet, approve, authorize_params, basic_authorization, continuation_link,
-    follow_onward, location, query_of, skip, start_flow,
+    demo_upstream, fleet_with_sign_in, follow_onward, location, query_of, skip, start_flow,
 };
 
 /// The page headers of docs/consent-flow.md, with `form_targets` after `'self'`.
@@ -1119,21 +1119,8 @@ async fn without_a_control_plane_the_endpoints_answer_503_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_in_at_the_openid_provider_makes_a_verified_user_identity() {
-    let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let demo = std::sync::Arc::new(
-        gatehouse::demo::DemoUpstream::spawn(demo_listener, gatehouse::demo::DemoConfig::default())
-            .await
-            .unwrap(),
-    );
-    let provider = demo.clone();
-    let fleet = TestFleet::builder()
-        .data_planes(2)
-        .control_plane(move |config| {
-            config.outbound.allow_loopback = true;
-            config.sign_in = Some(provider.sign_in_config(&config.public_url).unwrap());
-        })
-        .spawn()
-        .await;
+    let demo = std::sync::Arc::new(demo_upstream().await);
+    let fleet = fleet_with_sign_in(demo.clone(), Vec::new(), 2).await;
     let client = fleet.register_public().await;
     let browser = fleet.browser();
     let pkce = Pkce::new();
@@ -1230,10 +1217,7 @@ async fn a_token_without_the_mcp_scope_gets_403_insufficient_scope() {
 async fn fleet_with_notes(
     configure: impl FnOnce(&mut gatehouse_control_plane::config::ControlPlaneConfig) + Send + 'static,
 ) -> (TestFleet, gatehouse::demo::DemoUpstream) {
-    let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let demo = gatehouse::demo::DemoUpstream::spawn(demo_listener, gatehouse::demo::DemoConfig::default())
-        .await
-        .unwrap();
+    let demo = demo_upstream().await;
     let demo_mcp = demo.mcp_url();
     let fleet = TestFleet::builder()
         .data_planes(2)
@@ -1375,20 +1359,8 @@ async fn an_upstream_answer_after_its_state_expired_leads_back_to_the_services_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_in_answer_after_its_state_expired_leads_back_to_the_identity_page() {
-    let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let demo = std::sync::Arc::new(
-        gatehouse::demo::DemoUpstream::spawn(demo_listener, gatehouse::demo::DemoConfig::default())
-            .await
-            .unwrap(),
-    );
-    let provider = demo.clone();
-    let fleet = TestFleet::builder()
-        .control_plane(move |config| {
-            config.outbound.allow_loopback = true;
-            config.sign_in = Some(provider.sign_in_config(&config.public_url).unwrap());
-        })
-        .spawn()
-        .await;
+    let demo = std::sync::Arc::new(demo_upstream().await);
+    let fleet = fleet_with_sign_in(demo.clone(), Vec::new(), 1).await;
     let client = fleet.register_public().await;
     let browser = fleet.browser();
     let (flow_id, identity) = start_flow(&fleet, &browser, 0, &client, &Pkce::new()).await;

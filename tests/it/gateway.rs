@@ -15,18 +15,13 @@ use serde_json::{Value, json};
 
 use crate::support::fleet::{
     Browser, Edge, Pkce, TestFleet, Tokens, allow_at_demo, approve, choose_virtual_key, connect_demo_service, continuation_link,
-    location, query_of, skip, start_flow,
+    demo_upstream, fleet_with_sign_in, location, query_of, skip, start_flow,
 };
 use crate::support::mcp_client::{McpClient, read_reply};
 use crate::support::mcp_upstream::{Broken, McpUpstream, Script};
 use crate::support::up_process::UpProcess;
 
 // === Setup ===
-
-async fn demo_upstream() -> DemoUpstream {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    DemoUpstream::spawn(listener, DemoConfig::default()).await.unwrap()
-}
 
 /// The demo upstream as a per-user OAuth service.
 fn oauth_service(name: &str, demo: &DemoUpstream) -> McpServer {
@@ -1130,20 +1125,6 @@ async fn an_upstream_url_from_a_connect_link_forwarded_to_another_browser_connec
 
 // === Connect links of signed-in users ===
 
-/// Two data planes, `servers`, and the demo upstream `demo` as the OpenID
-/// provider people sign in at.
-async fn fleet_with_sign_in(demo: std::sync::Arc<DemoUpstream>, servers: Vec<McpServer>) -> TestFleet {
-    TestFleet::builder()
-        .data_planes(2)
-        .control_plane(move |config| {
-            config.outbound.allow_loopback = true;
-            config.mcp_servers = servers;
-            config.sign_in = Some(demo.sign_in_config(&config.public_url).unwrap());
-        })
-        .spawn()
-        .await
-}
-
 /// A new client's tokens for the user `account`, signed in at the demo
 /// provider on the identity page; no service connected.
 async fn sign_up_as_user(fleet: &TestFleet, demo: &DemoUpstream, account: &str) -> Tokens {
@@ -1196,7 +1177,7 @@ async fn sign_in_at_link(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_in_users_connect_link_needs_the_same_account_signed_in_in_the_same_browser() {
     let demo = std::sync::Arc::new(demo_upstream().await);
-    let fleet = fleet_with_sign_in(demo.clone(), vec![oauth_service("notes", &demo)]).await;
+    let fleet = fleet_with_sign_in(demo.clone(), vec![oauth_service("notes", &demo)], 2).await;
     let tokens = sign_up_as_user(&fleet, &demo, "alice").await;
     let mcp = McpClient::new(&fleet, &tokens.access_token);
     let link = link_in_result(&mcp.call_tool("notes__whoami", json!({})).await);

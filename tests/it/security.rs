@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse::demo::{DemoConfig, DemoUpstream};
+use gatehouse::demo::DemoUpstream;
 use gatehouse_control_plane::mcp_servers::{AuthMode, McpServer};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Response, StatusCode};
@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::support::fleet::{
     Browser, Pkce, RegisteredClient, STATE, TestFleet, allow_at_demo, approve, authorize_params, connect_demo_service,
-    follow_onward, location, query_of, skip, start_flow,
+    demo_upstream, follow_onward, location, query_of, skip, start_flow,
 };
 use crate::support::http_fixture::{HttpFixture, Reply};
 use crate::support::mcp_client::McpClient;
@@ -44,12 +44,6 @@ fn with(params: &[(String, String)], key: &str, value: Option<&str>) -> Vec<(Str
         out.push((key.to_owned(), value.to_owned()));
     }
     out
-}
-
-/// The demo upstream (OAuth provider and MCP server) on 127.0.0.1.
-async fn demo_upstream() -> DemoUpstream {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    DemoUpstream::spawn(listener, DemoConfig::default()).await.unwrap()
 }
 
 /// A fleet with the demo as the oauth service "notes".

@@ -725,3 +725,29 @@ pub async fn connect_demo_service(
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), format!("/consent/{flow_id}/services"));
 }
+
+/// The demo upstream (OAuth provider, OpenID provider and MCP server) on 127.0.0.1.
+pub async fn demo_upstream() -> gatehouse::demo::DemoUpstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    gatehouse::demo::DemoUpstream::spawn(listener, gatehouse::demo::DemoConfig::default())
+        .await
+        .unwrap()
+}
+
+/// A fleet of `data_planes` whose identity page offers sign-in at the demo
+/// provider `demo`, with `servers` registered.
+pub async fn fleet_with_sign_in(
+    demo: Arc<gatehouse::demo::DemoUpstream>,
+    servers: Vec<gatehouse_control_plane::mcp_servers::McpServer>,
+    data_planes: usize,
+) -> TestFleet {
+    TestFleet::builder()
+        .data_planes(data_planes)
+        .control_plane(move |config| {
+            config.outbound.allow_loopback = true;
+            config.mcp_servers = servers;
+            config.sign_in = Some(demo.sign_in_config(&config.public_url).unwrap());
+        })
+        .spawn()
+        .await
+}
