@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use gatehouse::admin_client::GrpcClient;
-use gatehouse::demo::{DemoConfig, DemoUpstream, StaticClient, TokenEndpointAuthMethod, hidden_fields};
+use gatehouse::demo::{DemoUpstream, StaticClient, TokenEndpointAuthMethod, hidden_fields};
 use gatehouse::pb::{
     self, BeginSignInRequest, ChooseIdentityRequest, CompleteConnectRequest, CompleteSignInRequest, ConnectServiceRequest,
     DisconnectServiceRequest, ErrorReason, FlowRef, GetFlowRequest, RegisterClientRequest, StartFlowRequest,
@@ -51,8 +51,7 @@ struct Upstream {
 
 impl Upstream {
     async fn start(db: &TestDb) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let demo = DemoUpstream::spawn(listener, DemoConfig::default()).await.expect("demo");
+        let demo = crate::support::fleet::demo_upstream().await;
         let dir = tempfile::tempdir().expect("temp dir");
         // Sign-in uses a confidential client registered out of band, its secret in a file.
         let secret_file = dir.path().join("sign-in.secret");

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use gatehouse::admin_client::GrpcClient;
-use gatehouse::demo::{DemoConfig, DemoUpstream, StaticClient, TokenEndpointAuthMethod, hidden_fields};
+use gatehouse::demo::{DemoUpstream, StaticClient, TokenEndpointAuthMethod, hidden_fields};
 use gatehouse::pb::{
     self, ChooseIdentityRequest, CompleteConnectRequest, ConnectServiceRequest, CreateVirtualKeyRequest, FlowRef,
     ListVaultKeysRequest, RegisterClientRequest, RotateVaultKeyRequest, StartFlowRequest, choose_identity_request::Choice,
@@ -220,8 +220,7 @@ struct Upstream {
 
 impl Upstream {
     async fn start(db: &TestDb) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let demo = DemoUpstream::spawn(listener, DemoConfig::default()).await.expect("demo");
+        let demo = crate::support::fleet::demo_upstream().await;
         // RFC 7591 §3.2.1: the server may register another method than the one
         // asked for; this one hands out a secret (known to the demo's token endpoint).
         demo.add_client(StaticClient {
